@@ -1,0 +1,124 @@
+"""The narrow interfaces between the farm and its generation backends.
+
+The farm never touches a diffusers pipeline directly: a ``VideoWorker`` holds a ``VideoBackend``
+and calls ``encode_prompt`` once per task and ``render_chunk`` once per temporal chunk; the
+``AudioWorker`` holds an ``AudioBackend`` and calls ``render`` once per result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptEmbeds:
+    """Text conditioning computed once per task and shared by every chunk (via Ray's object store)."""
+
+    prompt_embeds: torch.Tensor
+    negative_prompt_embeds: torch.Tensor | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkRequest:
+    """What one ``render_chunk`` call renders.
+
+    ``latents`` is the chunk's slice of the result's global seeded noise tensor, shape
+    ``[1, C, T_latent, h, w]`` (float32, CPU); overlapping chunks receive identical slices for
+    their shared frames. ``num_frames`` is the chunk's pixel frame count (``4k+1`` for the Wan VAE).
+    """
+
+    chunk_index: int
+    prompt: PromptEmbeds
+    latents: torch.Tensor
+    num_frames: int
+    height: int
+    width: int
+    num_inference_steps: int
+    guidance_scale: float
+    seed: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioRequest:
+    """What one ``AudioBackend.render`` call renders: the whole clip's audio."""
+
+    prompt: str
+    duration_s: float
+    seed: int
+    num_inference_steps: int
+
+
+#: Called after each denoising step with (step_index, total_steps).
+StepCallback = Callable[[int, int], None]
+
+
+@runtime_checkable
+class VideoBackend(Protocol):
+    """Renders temporal chunks of a clip at the profile's native size."""
+
+    #: Frames per latent frame along time (4 for the Wan VAE): chunk starts are multiples of it.
+    temporal_stride: int
+
+    def latent_frame_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """``(channels, h, w)`` of one latent frame for a native ``height`` x ``width`` clip."""
+        ...
+
+    def encode_prompt(self, prompt: str, negative_prompt: str | None = None) -> PromptEmbeds:
+        """Text conditioning for ``prompt``; computed once per task."""
+        ...
+
+    def render_chunk(self, request: ChunkRequest, on_step: StepCallback | None = None) -> np.ndarray:
+        """Frames of one chunk as ``uint8 [num_frames, height, width, 3]`` RGB."""
+        ...
+
+
+@runtime_checkable
+class AudioBackend(Protocol):
+    """Renders a clip's audio track."""
+
+    #: Sample rate of the arrays ``render`` returns.
+    sample_rate: int
+
+    def render(self, request: AudioRequest) -> np.ndarray:
+        """Audio as ``float32 [channels, samples]`` in ``[-1, 1]`` at ``sample_rate``, at least
+        ``duration_s`` long (the farm trims or pads to the video's exact length)."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelProfile:
+    """Everything the farm needs to know about a model to plan and render with it.
+
+    ``window_frames`` must be ``k * temporal_stride + 1``; ``overlap_frames`` must leave a stride
+    (``window - overlap``) that is a multiple of ``temporal_stride`` so chunk starts fall on the
+    latent grid.
+    """
+
+    model_id: str
+    description: str
+    window_frames: int
+    overlap_frames: int
+    temporal_stride: int
+    #: Native generation area in pixels; the native size follows the output's aspect ratio.
+    native_area: int
+    #: Native width/height are rounded to multiples of this (16 for Wan).
+    native_multiple: int
+    num_inference_steps: int
+    guidance_scale: float
+    audio_steps: int
+    #: Builds the backends inside a worker process (so weights load once per worker).
+    video_factory: Callable[[], VideoBackend] = field(repr=False)
+    audio_factory: Callable[[], AudioBackend] | None = field(default=None, repr=False)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def native_size(self, width: int, height: int) -> tuple[int, int]:
+        """Native ``(width, height)`` with the output's aspect ratio and about ``native_area`` pixels."""
+        aspect = width / height
+        m = self.native_multiple
+        native_h = max(m, round((self.native_area / aspect) ** 0.5 / m) * m)
+        native_w = max(m, round(native_h * aspect / m) * m)
+        return native_w, native_h
