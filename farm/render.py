@@ -1,0 +1,371 @@
+"""Render a validated task on a worker pool: plan, dispatch chunks, stitch, encode.
+
+One render job per result (``numberResults``); all chunks of all results share the pool and go to
+whichever video worker is free. The driver thread only dispatches and collects; each result has a
+finisher thread that stitches its chunks in order, resizes the final frames to the output size and
+streams them into the encoder, while the audio worker renders the result's audio concurrently.
+
+If a video worker dies mid-chunk (``RayActorError``), the chunk goes back to the front of the queue
+and the pool starts a replacement; the chunk's noise comes from the result seed, so the frames are
+the same whichever worker renders it.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import ray
+from ray.exceptions import RayActorError
+
+from farm.constants import OUTPUT_FPS
+from farm.encode import ResultEncoder
+from farm.errors import FarmError, RenderError, WorkerLostError
+from farm.planner import ClipPlan, plan_clip
+from farm.pool import WorkerPool
+from farm.stitch import Stitcher
+from farm.task import VideoInferenceTask
+from farm.workers import AudioOutput, ChunkOutput, ChunkWork
+from kernels.resize import resize_frames
+from models.base import AudioRequest
+
+Stage = Literal["chunk", "audio", "encode", "result"]
+
+_EXTENSIONS = {"MP4": "mp4", "WEBM": "webm", "MOV": "mov"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderEvent:
+    """Progress of one result: ``done`` of ``total`` units of ``stage``.
+
+    Stages: ``chunk`` (chunks rendered), ``audio`` (0/1), ``encode`` (frames written to the
+    container), ``result`` (1/1 once the file is final).
+    """
+
+    stage: Stage
+    result_index: int
+    done: int
+    total: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResultTimings:
+    """Where a result's time went, in seconds."""
+
+    #: Sum of the model time of its chunks (over all workers).
+    model_s: float
+    #: Audio model time.
+    audio_s: float
+    #: Stitch, resize and encode time in the finisher thread.
+    encode_s: float
+    #: From the start of ``render_task`` to the file being final.
+    wall_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderResult:
+    """One delivered file of a task."""
+
+    index: int
+    seed: int
+    video_uuid: str
+    path: Path
+    output_format: str
+    num_frames: int
+    width: int
+    height: int
+    fps: int
+    has_audio: bool
+    chunks: int
+    timings: ResultTimings
+
+
+EventCallback = Callable[[RenderEvent], None]
+
+
+def result_seeds(task: VideoInferenceTask, base_seed: int | None = None) -> list[int]:
+    """Seeds of the task's results: ``base + i``; the base is the task's ``seed``, else random."""
+    base = base_seed if base_seed is not None else task.seed
+    if base is None:
+        base = secrets.randbelow(2**31)
+    return [base + i for i in range(task.number_results)]
+
+
+class _Finisher(threading.Thread):
+    """Stitches one result's chunks in order, resizes and encodes them, in its own thread."""
+
+    _END = object()
+
+    def __init__(self, *, index: int, plan: ClipPlan, encoder: ResultEncoder, width: int, height: int,
+                 emit: EventCallback):
+        super().__init__(name=f"finisher-{index}", daemon=True)
+        self.index = index
+        self._plan = plan
+        self._encoder = encoder
+        self._stitcher = Stitcher(plan)
+        self._size = (width, height)
+        self._emit = emit
+        self._inbox: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+        self.encode_seconds = 0.0
+        self.path: Path | None = None
+
+    def add_chunk(self, output: ChunkOutput) -> None:
+        self._inbox.put(("chunk", output))
+
+    def add_audio(self, output: AudioOutput) -> None:
+        self._inbox.put(("audio", output))
+
+    def finish(self) -> None:
+        self._inbox.put((self._END, None))
+
+    def abort(self) -> None:
+        self._inbox.put(("abort", None))
+
+    def run(self) -> None:
+        try:
+            while True:
+                kind, item = self._inbox.get()
+                started = time.perf_counter()
+                if kind is self._END:
+                    self.path = self._encoder.close()
+                    self.encode_seconds += time.perf_counter() - started
+                    return
+                if kind == "abort":
+                    self._encoder.abort()
+                    return
+                if kind == "audio":
+                    self._encoder.set_audio(item.samples, item.sample_rate)
+                elif kind == "chunk":
+                    final = self._stitcher.add(item.chunk_index, item.frames)
+                    if final is not None:
+                        width, height = self._size
+                        self._encoder.write_frames(resize_frames(final, width, height))
+                        self._emit(RenderEvent(stage="encode", result_index=self.index,
+                                               done=self._stitcher.frames_emitted, total=self._plan.num_frames))
+                self.encode_seconds += time.perf_counter() - started
+        except BaseException as exc:  # noqa: BLE001 - reported to the driver, file removed
+            self.error = exc
+            self._encoder.abort()
+
+
+@dataclass
+class _ResultState:
+    index: int
+    seed: int
+    plan: ClipPlan
+    finisher: _Finisher
+    chunks_done: int = 0
+    model_seconds: float = 0.0
+    audio_seconds: float = 0.0
+    wants_audio: bool = False
+
+
+def render_task(
+    task: VideoInferenceTask,
+    pool: WorkerPool,
+    out_dir: str | Path,
+    *,
+    base_seed: int | None = None,
+    on_event: EventCallback | None = None,
+    blend: Literal["linear", "cosine"] = "cosine",
+) -> list[RenderResult]:
+    """Render every result of ``task`` on ``pool`` into ``out_dir``; returns them in order.
+
+    Files appear at ``out_dir/<taskUUID>-<i>.<ext>`` only once complete. On failure every
+    partial file is removed and ``RenderError`` (or ``WorkerLostError``) is raised.
+    """
+    started = time.perf_counter()
+    profile = pool.profile
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    native_w, native_h = profile.native_size(task.width, task.height)
+    lock = threading.Lock()
+
+    def emit(event: RenderEvent) -> None:
+        if on_event is not None:
+            with lock:
+                on_event(event)
+
+    wants_audio = task.settings.audio and pool.audio_worker is not None
+    if task.settings.audio and pool.audio_worker is None:
+        raise RenderError(f"profile {profile.model_id!r} has no audio backend but settings.audio is true")
+
+    states: list[_ResultState] = []
+    for index, seed in enumerate(result_seeds(task, base_seed)):
+        plan = plan_clip(
+            task.num_frames,
+            window_frames=profile.window_frames,
+            overlap_frames=profile.overlap_frames,
+            temporal_stride=profile.temporal_stride,
+            blend=blend,
+        )
+        path = out_dir / f"{task.task_uuid}-{index}.{_EXTENSIONS[task.output_format]}"
+        encoder = ResultEncoder(
+            path,
+            output_format=task.output_format,
+            quality=task.output_quality,
+            width=task.width,
+            height=task.height,
+            fps=OUTPUT_FPS,
+            audio=wants_audio,
+            expected_frames=task.num_frames,
+        )
+        finisher = _Finisher(index=index, plan=plan, encoder=encoder, width=task.width, height=task.height,
+                             emit=emit)
+        states.append(_ResultState(index=index, seed=seed, plan=plan, finisher=finisher, wants_audio=wants_audio))
+    for state in states:
+        state.finisher.start()
+
+    try:
+        _run(task, pool, states, emit, native_w, native_h)
+    except BaseException as exc:
+        for state in states:
+            state.finisher.abort()
+        for state in states:
+            state.finisher.join()
+        if isinstance(exc, FarmError):
+            raise
+        raise RenderError(f"render of task {task.task_uuid} failed: {exc}") from exc
+
+    results = []
+    for state in states:
+        state.finisher.join()
+        if state.finisher.error is not None:
+            for other in states:
+                other.finisher.abort()
+            raise RenderError(
+                f"result {state.index} of task {task.task_uuid} failed while encoding: {state.finisher.error}"
+            ) from state.finisher.error
+        emit(RenderEvent(stage="result", result_index=state.index, done=1, total=1))
+        results.append(
+            RenderResult(
+                index=state.index,
+                seed=state.seed,
+                video_uuid=str(uuid.uuid4()),
+                path=state.finisher.path,
+                output_format=task.output_format,
+                num_frames=task.num_frames,
+                width=task.width,
+                height=task.height,
+                fps=OUTPUT_FPS,
+                has_audio=state.wants_audio,
+                chunks=len(state.plan.chunks),
+                timings=ResultTimings(
+                    model_s=state.model_seconds,
+                    audio_s=state.audio_seconds,
+                    encode_s=state.finisher.encode_seconds,
+                    wall_s=time.perf_counter() - started,
+                ),
+            )
+        )
+    return results
+
+
+def _encode_prompt(pool: WorkerPool, prompt: str):
+    """Prompt embeddings from any live worker, put once into the object store."""
+    while True:
+        if not pool.video_workers:
+            raise WorkerLostError("every video worker died before the prompt was encoded")
+        worker = pool.video_workers[0]
+        try:
+            return ray.put(ray.get(worker.encode_prompt.remote(prompt, None)))
+        except RayActorError:
+            if pool.replace(worker) is None and not pool.video_workers:
+                raise WorkerLostError("every video worker died before the prompt was encoded") from None
+
+
+def _run(task: VideoInferenceTask, pool: WorkerPool, states: list[_ResultState], emit: EventCallback,
+         native_w: int, native_h: int) -> None:
+    profile = pool.profile
+    if any(s.finisher.error for s in states):
+        raise RenderError(str(next(s.finisher.error for s in states if s.finisher.error)))
+
+    audio_pending: dict[ray.ObjectRef, tuple[int, AudioRequest]] = {}
+
+    def start_audio(index: int, request: AudioRequest) -> None:
+        audio_pending[pool.audio_worker.render.remote(index, request)] = (index, request)
+
+    for state in states:
+        if state.wants_audio:
+            start_audio(state.index, AudioRequest(
+                prompt=task.positive_prompt,
+                duration_s=task.num_frames / OUTPUT_FPS,
+                seed=state.seed,
+                num_inference_steps=profile.audio_steps,
+            ))
+
+    prompt_ref = _encode_prompt(pool, task.positive_prompt)
+
+    # Result-major order: the first result is finished (and deliverable) as early as possible.
+    todo = collections.deque(
+        ChunkWork(
+            result_index=state.index,
+            chunk=chunk,
+            seed=state.seed,
+            width=native_w,
+            height=native_h,
+            num_inference_steps=profile.num_inference_steps,
+            guidance_scale=profile.guidance_scale,
+        )
+        for state in states
+        for chunk in state.plan.chunks
+    )
+    idle = list(pool.video_workers)
+    in_flight: dict[ray.ObjectRef, tuple[object, ChunkWork]] = {}
+
+    while todo or in_flight or audio_pending:
+        while idle and todo:
+            worker = idle.pop(0)
+            work = todo.popleft()
+            in_flight[worker.render_chunk.remote(work, prompt_ref)] = (worker, work)
+        if not in_flight and todo:
+            raise WorkerLostError(
+                f"no video worker left for {len(todo)} chunk(s) of task {task.task_uuid} "
+                f"after {pool.replacements} replacement(s)"
+            )
+        ready, _ = ray.wait([*in_flight, *audio_pending], num_returns=1)
+        ref = ready[0]
+        if ref in audio_pending:
+            index, request = audio_pending.pop(ref)
+            try:
+                output: AudioOutput = ray.get(ref)
+            except RayActorError:
+                if pool.replace_audio() is None:
+                    raise WorkerLostError(f"the audio worker died for task {task.task_uuid}") from None
+                start_audio(index, request)
+                continue
+            states[index].audio_seconds = output.seconds
+            states[index].finisher.add_audio(output)
+            emit(RenderEvent(stage="audio", result_index=index, done=1, total=1))
+            continue
+
+        worker, work = in_flight.pop(ref)
+        try:
+            chunk: ChunkOutput = ray.get(ref)
+        except RayActorError:
+            todo.appendleft(work)  # same chunk, same noise: another worker renders identical frames
+            fresh = pool.replace(worker)
+            if fresh is not None:
+                idle.append(fresh)
+            continue
+        idle.append(worker)
+        state = states[chunk.result_index]
+        state.chunks_done += 1
+        state.model_seconds += chunk.seconds
+        state.finisher.add_chunk(chunk)
+        emit(RenderEvent(stage="chunk", result_index=chunk.result_index, done=state.chunks_done,
+                         total=len(state.plan.chunks)))
+        failed = next((s for s in states if s.finisher.error is not None), None)
+        if failed is not None:
+            raise RenderError(f"result {failed.index} failed while encoding: {failed.finisher.error}")
+
+    for state in states:
+        state.finisher.finish()

@@ -1,0 +1,131 @@
+"""Ray actors that hold the models: one ``VideoWorker`` per GPU, one dedicated ``AudioWorker``.
+
+Each actor builds its backend once, in its own process, from the profile's factory; after that
+every call is pure computation on the arguments it gets, so a chunk renders to the same frames on
+whichever worker runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from farm.noise import latent_noise
+from farm.planner import ChunkPlan
+from models.base import AudioRequest, ChunkRequest, ModelProfile, PromptEmbeds
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkWork:
+    """One chunk of one result, as sent to a ``VideoWorker``."""
+
+    result_index: int
+    chunk: ChunkPlan
+    seed: int
+    width: int
+    height: int
+    num_inference_steps: int
+    guidance_scale: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkOutput:
+    """A rendered chunk: native-size uint8 frames and how long the model took."""
+
+    result_index: int
+    chunk_index: int
+    frames: np.ndarray
+    seconds: float
+    worker_pid: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioOutput:
+    """A result's audio at the backend's sample rate."""
+
+    result_index: int
+    samples: np.ndarray
+    sample_rate: int
+    seconds: float
+
+
+def _set_threads(torch_threads: int | None) -> None:
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+
+
+class VideoWorker:
+    """Renders temporal chunks with the profile's video backend (wrapped by ``ray.remote``)."""
+
+    def __init__(self, profile: ModelProfile, torch_threads: int | None = 1):
+        _set_threads(torch_threads)
+        started = time.perf_counter()
+        self._backend = profile.video_factory()
+        self.load_seconds = time.perf_counter() - started
+
+    def ready(self) -> float:
+        """Seconds the backend took to load; returns once the actor is usable."""
+        return self.load_seconds
+
+    def encode_prompt(self, prompt: str, negative_prompt: str | None = None) -> PromptEmbeds:
+        """Text conditioning for the task (computed once, shared by every chunk)."""
+        with torch.inference_mode():
+            return self._backend.encode_prompt(prompt, negative_prompt)
+
+    def render_chunk(self, work: ChunkWork, prompt: PromptEmbeds) -> ChunkOutput:
+        """Render ``work.chunk`` from its slice of the result's global noise."""
+        started = time.perf_counter()
+        shape = self._backend.latent_frame_shape(work.height, work.width)
+        latents = latent_noise(work.seed, work.chunk.latent_start, work.chunk.latent_frames, shape)
+        request = ChunkRequest(
+            chunk_index=work.chunk.index,
+            prompt=prompt,
+            latents=latents,
+            num_frames=work.chunk.num_frames,
+            height=work.height,
+            width=work.width,
+            num_inference_steps=work.num_inference_steps,
+            guidance_scale=work.guidance_scale,
+            seed=work.seed,
+        )
+        with torch.inference_mode():
+            frames = self._backend.render_chunk(request)
+        return ChunkOutput(
+            result_index=work.result_index,
+            chunk_index=work.chunk.index,
+            frames=frames,
+            seconds=time.perf_counter() - started,
+            worker_pid=os.getpid(),
+        )
+
+
+class AudioWorker:
+    """Renders whole-clip audio with the profile's audio backend (wrapped by ``ray.remote``)."""
+
+    def __init__(self, profile: ModelProfile, torch_threads: int | None = 1):
+        _set_threads(torch_threads)
+        if profile.audio_factory is None:
+            raise ValueError(f"profile {profile.model_id!r} has no audio backend")
+        started = time.perf_counter()
+        self._backend = profile.audio_factory()
+        self.load_seconds = time.perf_counter() - started
+
+    def ready(self) -> float:
+        """Seconds the backend took to load; returns once the actor is usable."""
+        return self.load_seconds
+
+    def render(self, result_index: int, request: AudioRequest) -> AudioOutput:
+        """The clip's audio, at least ``request.duration_s`` long."""
+        started = time.perf_counter()
+        with torch.inference_mode():
+            samples = self._backend.render(request)
+        return AudioOutput(
+            result_index=result_index,
+            samples=np.asarray(samples, dtype=np.float32),
+            sample_rate=self._backend.sample_rate,
+            seconds=time.perf_counter() - started,
+        )
