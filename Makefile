@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh machine, set-up included:
+#   make render   render examples/text-to-video-480p.json end to end into out/
+#   make test     run the test suite
+# Both create .venv on first use. torch is pinned first (TORCH_SPEC): on a CPU-only machine
+# with the local wheel cache that is the CPU build; on a GPU machine PyPI's CUDA build.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TASK ?= examples/text-to-video-480p.json
+OUT ?= out
+WORKERS ?= 2
+
+STAMP := $(VENV)/.installed
+
+.PHONY: render test venv benchmarks clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $(STAMP)
+
+render: $(STAMP)
+	$(VENV)/bin/farm render $(TASK) --out $(OUT) --workers $(WORKERS)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) $(OUT) *.egg-info
