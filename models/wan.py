@@ -1,0 +1,184 @@
+"""``VideoBackend`` over a diffusers Wan 2.1 text-to-video pipeline (real weights or the tiny ones)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLWan, WanPipeline
+
+from models.base import ChunkRequest, PromptEmbeds, StepCallback
+
+#: Hub id of the smallest open Wan 2.1 text-to-video checkpoint in diffusers layout.
+DEFAULT_WAN_WEIGHTS = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+
+#: Text tokens Wan 2.1 was trained with (``text_len`` of the original code).
+WAN_MAX_SEQUENCE_LENGTH = 512
+
+
+def default_device() -> str:
+    """``"cuda"`` when a GPU is visible, else ``"cpu"``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def frames_to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames in ``[0, 1]`` to ``uint8`` (round half to even, like ``VaeImageProcessor``)."""
+    return np.round(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def align_cpu_weights(pipeline: Any, alignment: int = 64) -> None:
+    """Copy CPU parameters and buffers that are not ``alignment``-byte aligned into fresh storage.
+
+    Weights loaded from safetensors can be views at arbitrary file offsets; CPU BLAS kernels pick
+    different code paths (and so round differently, ~1e-7) for unaligned data. Realigning once at
+    load makes results independent of the file layout: a loaded checkpoint renders bit-identically
+    to the same weights built in memory. Tensors on a GPU were already copied and are left alone.
+    """
+    for component in pipeline.components.values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for tensor in itertools.chain(component.parameters(), component.buffers()):
+            if tensor.device.type == "cpu" and tensor.data_ptr() % alignment:
+                tensor.data = tensor.data.clone()
+
+
+class WanVideoBackend:
+    """Renders temporal chunks with a ``WanPipeline`` from the noise the farm gives it.
+
+    The pipeline never draws its own noise: every chunk starts from ``request.latents`` (its
+    slice of the result's global seeded noise), so a chunk renders bit-identically whichever
+    worker renders it. Build it from a ready pipeline (``WanVideoBackend(pipe)``, as the tiny
+    profile does) or from weights (``WanVideoBackend.from_pretrained(path_or_hub_id)``).
+    """
+
+    def __init__(self, pipeline: WanPipeline, *, max_sequence_length: int | None = None) -> None:
+        """Wrap ``pipeline`` (already on its device and dtype).
+
+        ``max_sequence_length`` is the number of text tokens per prompt; by default the
+        tokenizer's ``model_max_length`` capped at Wan's 512 (the tiny tokenizer says 64).
+        """
+        self.pipeline = pipeline
+        pipeline.set_progress_bar_config(disable=True)
+        vae_config = pipeline.vae.config
+        # Strides and latent channels come from the VAE config (Wan 2.2's TI2V VAE has other
+        # values), never from constants.
+        self.temporal_stride: int = int(vae_config.scale_factor_temporal)
+        self._spatial_stride = int(vae_config.scale_factor_spatial)
+        self._latent_channels = int(vae_config.z_dim)
+        transformer = pipeline.transformer if pipeline.transformer is not None else pipeline.transformer_2
+        # height/width must be multiples of VAE stride x transformer patch, else the pipeline
+        # silently crops them, and the frames would no longer match the planned size.
+        self._size_multiple = self._spatial_stride * int(transformer.config.patch_size[1])
+        if max_sequence_length is None:
+            max_sequence_length = min(int(pipeline.tokenizer.model_max_length), WAN_MAX_SEQUENCE_LENGTH)
+        self.max_sequence_length = max_sequence_length
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str = DEFAULT_WAN_WEIGHTS,
+        *,
+        torch_dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        max_sequence_length: int | None = None,
+        **kwargs: Any,
+    ) -> "WanVideoBackend":
+        """Load a Wan text-to-video checkpoint (diffusers layout) from a local folder or hub id.
+
+        ``torch_dtype`` defaults to bfloat16 on a GPU and float32 on the CPU; the VAE always loads
+        in float32, as Wan's authors recommend (bf16 decoding bands the colours). Hub downloads
+        follow the usual ``HF_HOME``/``HF_HUB_OFFLINE`` settings; extra ``kwargs`` (e.g.
+        ``local_files_only=True``, ``revision``) go to ``WanPipeline.from_pretrained``.
+        """
+        device = torch.device(device or default_device())
+        if torch_dtype is None:
+            torch_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        vae = AutoencoderKLWan.from_pretrained(path_or_hub_id, subfolder="vae", dtype=torch.float32, **kwargs)
+        pipe = WanPipeline.from_pretrained(path_or_hub_id, vae=vae, dtype=torch_dtype, **kwargs)
+        pipe.to(device)
+        align_cpu_weights(pipe)
+        return cls(pipe, max_sequence_length=max_sequence_length)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the denoising runs."""
+        return self.pipeline._execution_device
+
+    def latent_frame_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """``(channels, h, w)`` of one latent frame for a native ``height`` x ``width`` clip."""
+        return (self._latent_channels, height // self._spatial_stride, width // self._spatial_stride)
+
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int, int]:
+        """``[1, C, T, h, w]`` of the noise for a chunk of ``num_frames`` pixel frames."""
+        channels, h, w = self.latent_frame_shape(height, width)
+        return (1, channels, (num_frames - 1) // self.temporal_stride + 1, h, w)
+
+    @torch.inference_mode()
+    def encode_prompt(self, prompt: str, negative_prompt: str | None = None) -> PromptEmbeds:
+        """Encode ``prompt`` and ``negative_prompt`` (``""`` when None) in one text-encoder pass each.
+
+        Both are always returned so any chunk may use classifier-free guidance; the tensors are on
+        the CPU so they travel through Ray's object store to workers on any device.
+        """
+        prompt_embeds, negative_embeds = self.pipeline.encode_prompt(
+            prompt=prompt,
+            negative_prompt=negative_prompt or "",
+            do_classifier_free_guidance=True,
+            max_sequence_length=self.max_sequence_length,
+            device=self.device,
+        )
+        return PromptEmbeds(prompt_embeds=prompt_embeds.cpu(), negative_prompt_embeds=negative_embeds.cpu())
+
+    def _check(self, request: ChunkRequest) -> None:
+        """Refuse what the pipeline would silently round: the frames must match the plan."""
+        if request.num_frames < 1 or (request.num_frames - 1) % self.temporal_stride:
+            raise ValueError(
+                f"num_frames must be {self.temporal_stride}k+1, got {request.num_frames} (chunk {request.chunk_index})"
+            )
+        m = self._size_multiple
+        if request.height % m or request.width % m:
+            raise ValueError(
+                f"height and width must be multiples of {m}, got {request.width}x{request.height} "
+                f"(chunk {request.chunk_index})"
+            )
+        expected = self.latent_shape(request.num_frames, request.height, request.width)
+        if tuple(request.latents.shape) != expected:
+            raise ValueError(
+                f"latents of chunk {request.chunk_index} have shape {tuple(request.latents.shape)}, expected "
+                f"{expected} for {request.num_frames} frames at {request.width}x{request.height}"
+            )
+
+    def render_chunk(self, request: ChunkRequest, on_step: StepCallback | None = None) -> np.ndarray:
+        """Denoise ``request.latents`` and decode them: ``uint8 [num_frames, height, width, 3]`` RGB.
+
+        ``on_step(i, total)`` is called after each denoising step (it may raise to cancel).
+        """
+        self._check(request)
+
+        def step_end(pipe: WanPipeline, i: int, t: torch.Tensor, tensors: dict) -> dict:
+            if on_step is not None:
+                on_step(i, pipe.num_timesteps)
+            return {}
+
+        embeds = request.prompt
+        negative = embeds.negative_prompt_embeds
+        output = self.pipeline(
+            prompt_embeds=embeds.prompt_embeds.to(self.device),
+            negative_prompt_embeds=None if negative is None else negative.to(self.device),
+            # Float32 noise, copied so the pipeline can never write into the caller's slice.
+            latents=request.latents.to(device=self.device, dtype=torch.float32, copy=True),
+            num_frames=request.num_frames,
+            height=request.height,
+            width=request.width,
+            num_inference_steps=request.num_inference_steps,
+            guidance_scale=request.guidance_scale,
+            # Unused while latents are given; seeded anyway so nothing in the call is unseeded.
+            generator=torch.Generator("cpu").manual_seed(request.seed),
+            output_type="np",
+            callback_on_step_end=step_end,
+            callback_on_step_end_tensor_inputs=[],
+        )
+        frames = output.frames[0]
+        return frames_to_uint8(frames)
