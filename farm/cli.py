@@ -46,6 +46,14 @@ def _build_parser() -> argparse.ArgumentParser:
     render.add_argument("--torch-threads", type=int, default=1, help="torch threads inside each worker")
     render.add_argument("--seed", type=int, default=None,
                         help="base seed (result i uses seed+i); overrides the task's seed; default random")
+    render.add_argument("--weights", default=None,
+                        help="render with real Wan 2.1 weights (a diffusers folder or hub id) instead of the "
+                             "embedded tiny models, e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
+    render.add_argument("--audio-weights", default=None,
+                        help="Stable Audio weights (folder or hub id) used with --weights; "
+                             "without it, --weights renders no audio model")
+    render.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                        help="dtype for --weights (default: bfloat16 on GPU, float32 on CPU)")
     render.add_argument("--no-progress", action="store_true", help="do not draw progress bars")
     return parser
 
@@ -114,6 +122,15 @@ def _render(args: argparse.Namespace) -> int:
     from farm.render import render_task
     from models.profiles import get_profile
 
+    if args.weights:
+        from models.profiles import register_profile, wan_profile
+
+        for model_id in {task.model for task in tasks}:
+            register_profile(
+                wan_profile(model_id, weights=args.weights, audio_weights=args.audio_weights, dtype=args.dtype),
+                replace=True,
+            )
+
     started = time.perf_counter()
     connect_ray(args.ray_address, min_cpus=args.workers + 1)
     pools: dict[str, WorkerPool] = {}
@@ -126,6 +143,7 @@ def _render(args: argparse.Namespace) -> int:
                     video_workers=args.workers,
                     gpus_per_worker=args.gpus_per_worker,
                     torch_threads=args.torch_threads,
+                    audio_worker=profile.audio_factory is not None,
                 ))
                 load_s = pools[task.model].wait_ready()
                 print(f"workers ready: {args.workers} video + audio ({profile.model_id}, "

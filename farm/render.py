@@ -135,7 +135,7 @@ class _Finisher(threading.Thread):
                 kind, item = self._inbox.get()
                 started = time.perf_counter()
                 if kind is self._END:
-                    self.path = self._encoder.close()
+                    self.path = Path(self._encoder.close())
                     self.encode_seconds += time.perf_counter() - started
                     return
                 if kind == "abort":
