@@ -145,9 +145,11 @@ def _render(args: argparse.Namespace) -> int:
                     torch_threads=args.torch_threads,
                     audio_worker=profile.audio_factory is not None,
                 ))
-                load_s = pools[task.model].wait_ready()
-                print(f"workers ready: {args.workers} video + audio ({profile.model_id}, "
-                      f"model load {load_s:.1f}s, {time.perf_counter() - started:.1f}s since start)", file=sys.stderr)
+                # No wait for the models to load: chunks queue on the actors and start as soon as
+                # each one is up, and the audio model loads while the first chunks render.
+                audio = " + 1 audio" if pools[task.model].audio_worker is not None else ""
+                print(f"starting {args.workers} video{audio} worker(s) for {profile.model_id} "
+                      f"(Ray up in {time.perf_counter() - started:.1f}s)", file=sys.stderr)
             plan = plan_clip(task.num_frames, window_frames=profile.window_frames,
                              overlap_frames=profile.overlap_frames, temporal_stride=profile.temporal_stride)
             progress = _Progress(task, len(plan.chunks), enabled=not args.no_progress)

@@ -18,7 +18,7 @@ import secrets
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -67,6 +67,8 @@ class ResultTimings:
     encode_s: float
     #: From the start of ``render_task`` to the file being final.
     wall_s: float
+    #: Wall-clock (``time.time``) intervals in which a model or the encoder worked on this result.
+    activity: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,6 +117,7 @@ class _Finisher(threading.Thread):
         self._inbox: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
         self.encode_seconds = 0.0
+        self.activity: list[tuple[float, float]] = []
         self.path: Path | None = None
 
     def add_chunk(self, output: ChunkOutput) -> None:
@@ -133,10 +136,11 @@ class _Finisher(threading.Thread):
         try:
             while True:
                 kind, item = self._inbox.get()
-                started = time.perf_counter()
+                started, started_at = time.perf_counter(), time.time()
                 if kind is self._END:
                     self.path = Path(self._encoder.close())
                     self.encode_seconds += time.perf_counter() - started
+                    self.activity.append((started_at, time.time()))
                     return
                 if kind == "abort":
                     self._encoder.abort()
@@ -151,6 +155,7 @@ class _Finisher(threading.Thread):
                         self._emit(RenderEvent(stage="encode", result_index=self.index,
                                                done=self._stitcher.frames_emitted, total=self._plan.num_frames))
                 self.encode_seconds += time.perf_counter() - started
+                self.activity.append((started_at, time.time()))
         except BaseException as exc:  # noqa: BLE001 - reported to the driver, file removed
             self.error = exc
             self._encoder.abort()
@@ -166,6 +171,7 @@ class _ResultState:
     model_seconds: float = 0.0
     audio_seconds: float = 0.0
     wants_audio: bool = False
+    model_activity: list[tuple[float, float]] = field(default_factory=list)
 
 
 def render_task(
@@ -263,6 +269,7 @@ def render_task(
                     audio_s=state.audio_seconds,
                     encode_s=state.finisher.encode_seconds,
                     wall_s=time.perf_counter() - started,
+                    activity=tuple(sorted(state.model_activity + state.finisher.activity)),
                 ),
             )
         )
@@ -343,6 +350,7 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: list[_ResultState],
                 start_audio(index, request)
                 continue
             states[index].audio_seconds = output.seconds
+            states[index].model_activity.append((output.started_at, output.started_at + output.seconds))
             states[index].finisher.add_audio(output)
             emit(RenderEvent(stage="audio", result_index=index, done=1, total=1))
             continue
@@ -360,6 +368,7 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: list[_ResultState],
         state = states[chunk.result_index]
         state.chunks_done += 1
         state.model_seconds += chunk.seconds
+        state.model_activity.append((chunk.started_at, chunk.started_at + chunk.seconds))
         state.finisher.add_chunk(chunk)
         emit(RenderEvent(stage="chunk", result_index=chunk.result_index, done=state.chunks_done,
                          total=len(state.plan.chunks)))

@@ -40,6 +40,8 @@ class ChunkOutput:
     chunk_index: int
     frames: np.ndarray
     seconds: float
+    #: Wall-clock (``time.time``) start of the model call, for activity timelines.
+    started_at: float
     worker_pid: int
 
 
@@ -51,6 +53,7 @@ class AudioOutput:
     samples: np.ndarray
     sample_rate: int
     seconds: float
+    started_at: float
 
 
 def _set_threads(torch_threads: int | None) -> None:
@@ -78,6 +81,7 @@ class VideoWorker:
 
     def render_chunk(self, work: ChunkWork, prompt: PromptEmbeds) -> ChunkOutput:
         """Render ``work.chunk`` from its slice of the result's global noise."""
+        started_at = time.time()
         started = time.perf_counter()
         shape = self._backend.latent_frame_shape(work.height, work.width)
         latents = latent_noise(work.seed, work.chunk.latent_start, work.chunk.latent_frames, shape)
@@ -99,6 +103,7 @@ class VideoWorker:
             chunk_index=work.chunk.index,
             frames=frames,
             seconds=time.perf_counter() - started,
+            started_at=started_at,
             worker_pid=os.getpid(),
         )
 
@@ -120,6 +125,7 @@ class AudioWorker:
 
     def render(self, result_index: int, request: AudioRequest) -> AudioOutput:
         """The clip's audio, at least ``request.duration_s`` long."""
+        started_at = time.time()
         started = time.perf_counter()
         with torch.inference_mode():
             samples = self._backend.render(request)
@@ -128,4 +134,5 @@ class AudioWorker:
             samples=np.asarray(samples, dtype=np.float32),
             sample_rate=self._backend.sample_rate,
             seconds=time.perf_counter() - started,
+            started_at=started_at,
         )

@@ -16,15 +16,21 @@ worker processes, which build (and load weights for) their backends once.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from farm.constants import DEFAULT_MODEL
 from models.base import AudioBackend, ModelProfile, VideoBackend
-from models.stable_audio import DEFAULT_STABLE_AUDIO_WEIGHTS, StableAudioBackend
-from models.tiny import DEFAULT_SEED, tiny_stable_audio_pipeline, tiny_wan_pipeline
-from models.wan import DEFAULT_WAN_WEIGHTS, WanVideoBackend
+
+# The backends import diffusers and transformers (seconds of start-up): they are imported inside
+# the factories, which run in the worker processes, so the driver and the gateway stay light.
+if TYPE_CHECKING:
+    from models.stable_audio import StableAudioBackend
+    from models.wan import WanVideoBackend
+
+from models.weights import DEFAULT_STABLE_AUDIO_WEIGHTS, DEFAULT_WAN_WEIGHTS
+from models.weights import TINY_SEED as DEFAULT_SEED
 
 #: Native generation area of the tiny default: a 16:9 clip renders at 112x64, 9:16 at 64x112.
 TINY_NATIVE_AREA = 112 * 64
@@ -46,11 +52,17 @@ class UnknownModelError(KeyError, ValueError):
 
 def tiny_video_backend(seed: int = DEFAULT_SEED) -> WanVideoBackend:
     """The tiny Wan backend of the default profile (random weights from ``seed``, CPU, float32)."""
+    from models.tiny import tiny_wan_pipeline
+    from models.wan import WanVideoBackend
+
     return WanVideoBackend(tiny_wan_pipeline(seed))
 
 
 def tiny_audio_backend(seed: int = DEFAULT_SEED) -> StableAudioBackend:
     """The tiny Stable Audio backend of the default profile (stereo, 16 kHz, random weights)."""
+    from models.stable_audio import StableAudioBackend
+    from models.tiny import tiny_stable_audio_pipeline
+
     return StableAudioBackend(tiny_stable_audio_pipeline(seed), guidance_scale=7.0)
 
 
@@ -81,6 +93,18 @@ def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if not isinstance(value, torch.dtype):
         raise ValueError(f"unknown torch dtype {dtype!r}")
     return value
+
+
+def _load_wan(weights: str, **kwargs) -> WanVideoBackend:
+    from models.wan import WanVideoBackend
+
+    return WanVideoBackend.from_pretrained(weights, **kwargs)
+
+
+def _load_stable_audio(weights: str, **kwargs) -> StableAudioBackend:
+    from models.stable_audio import StableAudioBackend
+
+    return StableAudioBackend.from_pretrained(weights, **kwargs)
 
 
 def wan_profile(
@@ -117,12 +141,12 @@ def wan_profile(
         )
     torch_dtype = _dtype(dtype)
     video_factory: Callable[[], VideoBackend] = functools.partial(
-        WanVideoBackend.from_pretrained, weights, torch_dtype=torch_dtype, device=device
+        _load_wan, weights, torch_dtype=torch_dtype, device=device
     )
     audio_factory: Callable[[], AudioBackend] | None = None
     if audio_weights is not None:
         audio_factory = functools.partial(
-            StableAudioBackend.from_pretrained,
+            _load_stable_audio,
             audio_weights,
             # Wan's bf16 default does not carry over: Stable Audio runs in fp16/fp32.
             torch_dtype=None if torch_dtype is torch.bfloat16 else torch_dtype,

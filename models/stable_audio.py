@@ -13,7 +13,7 @@ from models.base import AudioRequest
 from models.wan import align_cpu_weights
 
 #: Hub id of Stable Audio Open 1.0 (gated on the hub: mount the weights or log in first).
-DEFAULT_STABLE_AUDIO_WEIGHTS = "stabilityai/stable-audio-open-1.0"
+from models.weights import DEFAULT_STABLE_AUDIO_WEIGHTS  # noqa: E402  (re-exported)
 
 #: Stride between the seeds of successive pieces of an over-long clip (see ``render``).
 _PIECE_SEED_STRIDE = 1_000_003

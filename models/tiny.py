@@ -31,7 +31,7 @@ from diffusers import (
 from transformers import T5Config, T5EncoderModel, T5Tokenizer, UMT5Config, UMT5EncoderModel
 
 #: Seed of every tiny component unless a caller asks for another.
-DEFAULT_SEED = 0
+from models.weights import TINY_SEED as DEFAULT_SEED  # noqa: E402
 
 #: Width of the tiny T5 text encoder; the Wan transformer's ``text_dim`` must match it.
 TEXT_DIM = 32

@@ -12,7 +12,7 @@ from diffusers import AutoencoderKLWan, WanPipeline
 from models.base import ChunkRequest, PromptEmbeds, StepCallback
 
 #: Hub id of the smallest open Wan 2.1 text-to-video checkpoint in diffusers layout.
-DEFAULT_WAN_WEIGHTS = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+from models.weights import DEFAULT_WAN_WEIGHTS  # noqa: E402  (re-exported)
 
 #: Text tokens Wan 2.1 was trained with (``text_len`` of the original code).
 WAN_MAX_SEQUENCE_LENGTH = 512

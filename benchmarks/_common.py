@@ -1,0 +1,53 @@
+"""Helpers shared by the benchmark scripts (not part of the farm)."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import uuid
+from datetime import date
+
+
+def machine() -> str:
+    """One line naming this machine: CPU model, cores, date."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import os
+
+    return f"{model}, {os.cpu_count()} cores, {date.today().isoformat()}"
+
+
+def task(**overrides) -> dict:
+    """A seed-shaped task for benchmarks."""
+    spec = {
+        "taskType": "videoInference",
+        "taskUUID": str(uuid.uuid4()),
+        "model": "skywork:skyreels@v4",
+        "positivePrompt": "A lighthouse on a cliff at dusk, waves crashing, gulls crying",
+        "duration": 5,
+        "resolution": "720p",
+        "outputFormat": "MP4",
+        "settings": {"audio": True},
+    }
+    spec.update(overrides)
+    return spec
+
+
+def union_seconds(intervals) -> float:
+    """Length of the union of ``(start, end)`` intervals."""
+    total, current_start, current_end = 0.0, None, None
+    for start, end in sorted(intervals):
+        if current_end is None or start > current_end:
+            if current_end is not None:
+                total += current_end - current_start
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    if current_end is not None:
+        total += current_end - current_start
+    return total
