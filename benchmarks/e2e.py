@@ -48,6 +48,9 @@ def warm(task_path: Path, workers: int) -> dict:
     from farm.validation import parse_task
     from models.profiles import get_profile
 
+    import torch
+
+    torch.set_num_threads(1)  # as `farm render` does (--driver-threads)
     spec = json.loads(task_path.read_text())
     t0 = time.perf_counter()
     connect_ray(min_cpus=workers + 1)

@@ -1,11 +1,16 @@
 """Chunk scaling: one 15 s task on 1 video worker vs 2 (one torch thread each), side by side.
 
-    .venv/bin/python benchmarks/scaling.py [--seconds 15] [--workers 2]
+    .venv/bin/python benchmarks/scaling.py [--seconds 15] [--workers 2] [--repeats 2]
 
-The output is kept tiny (224x128, no audio) so the measurement is the chunk phase, not the
-encoder competing for the same two cores. Ideal speed-up for K equal chunks on W workers is
-K / ceil(K / W); parallel efficiency is the measured speed-up over that ideal. The overlap's own
-cost (frames rendered twice) is printed too: it is the same for both contenders.
+Two measurements per contender:
+- **chunk phase**: the real scheduler, workers and stitcher, with the encoder replaced by a sink
+  that only counts frames. On this 2-core machine the encoder would otherwise compete with the
+  two workers for the same cores; on a GPU node the workers run on GPUs and it does not.
+- **full render**: the same with the real encoder (224x128 MP4, no audio), for reference.
+
+Ideal speed-up for K equal chunks on W workers is K / ceil(K / W); parallel efficiency is the
+measured speed-up over that ideal. The overlap's own cost (frames rendered twice) is printed too:
+it is the same for both contenders.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch  # noqa: E402
+
+import farm.render  # noqa: E402
 from benchmarks._common import machine, task  # noqa: E402
 from farm.cluster import connect_ray  # noqa: E402
 from farm.pool import WorkerConfig, WorkerPool  # noqa: E402
@@ -27,20 +35,42 @@ from farm.validation import parse_task  # noqa: E402
 from models.profiles import get_profile  # noqa: E402
 
 
-def timed_render(workers: int, spec: dict, out: Path, repeats: int) -> tuple[float, int]:
-    profile = get_profile(spec["model"])
-    pool = WorkerPool(profile, WorkerConfig(video_workers=workers, audio_worker=False, torch_threads=1))
-    pool.wait_ready()
+class CountingSink:
+    """Takes the place of ResultEncoder: counts frames, writes nothing."""
+
+    def __init__(self, path, *, expected_frames, **_):
+        self.path, self.expected, self.frames = path, expected_frames, 0
+
+    def write_frames(self, frames):
+        self.frames += len(frames)
+
+    def set_audio(self, samples, sample_rate=None):
+        pass
+
+    def close(self):
+        assert self.frames == self.expected, (self.frames, self.expected)
+        return self.path
+
+    def abort(self):
+        pass
+
+
+def timed(pool: WorkerPool, spec: dict, out: Path, repeats: int, encode: bool) -> tuple[float, float, int]:
+    """Best wall time over ``repeats`` renders, with the model seconds and chunk count of that run."""
+    real = farm.render.ResultEncoder
+    farm.render.ResultEncoder = real if encode else CountingSink
     try:
         render_task(parse_task(spec), pool, out, base_seed=0)  # warm-up: first calls allocate
-        best = math.inf
+        best, model_s, chunks = math.inf, 0.0, 0
         for _ in range(repeats):
             started = time.perf_counter()
             [result] = render_task(parse_task(spec), pool, out, base_seed=0)
-            best = min(best, time.perf_counter() - started)
-        return best, result.chunks
+            wall = time.perf_counter() - started
+            if wall < best:
+                best, model_s, chunks = wall, result.timings.model_s, result.chunks
+        return best, model_s, chunks
     finally:
-        pool.shutdown()
+        farm.render.ResultEncoder = real
 
 
 def main() -> None:
@@ -50,23 +80,41 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
-    spec = task(duration=args.seconds, resolution=None, width=224, height=128, settings={"audio": False})
+    spec = task(duration=args.seconds, width=224, height=128, settings={"audio": False})
     del spec["resolution"]
+    torch.set_num_threads(1)  # the driver's stitch/resize: leave the cores to the workers
     connect_ray(min_cpus=args.workers + 1)
     profile = get_profile(spec["model"])
+    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        one, chunks = timed_render(1, spec, Path(tmp), args.repeats)
-        many, _ = timed_render(args.workers, spec, Path(tmp), args.repeats)
+        for workers in (1, args.workers):
+            pool = WorkerPool(profile, WorkerConfig(video_workers=workers, audio_worker=False, torch_threads=1))
+            pool.wait_ready()
+            try:
+                for encode in (False, True):
+                    rows[(workers, encode)] = timed(pool, spec, Path(tmp), args.repeats, encode)
+            finally:
+                pool.shutdown()
+
     frames = round(args.seconds * 32)
+    chunks = rows[(1, False)][2]
     ideal = chunks / math.ceil(chunks / args.workers)
-    speedup = one / many
     print(f"machine: {machine()}")
     print(f"task: {args.seconds:g} s = {frames} frames, {chunks} chunks of {profile.window_frames} "
           f"(overlap {profile.overlap_frames}: {chunks * profile.window_frames / frames:.2f}x frames rendered)")
-    print(f"{'contender':<22}{'wall s':>10}{'chunks/s':>10}")
-    print(f"{'1 worker':<22}{one:>10.2f}{chunks / one:>10.2f}")
-    print(f"{f'{args.workers} workers':<22}{many:>10.2f}{chunks / many:>10.2f}")
-    print(f"speed-up {speedup:.2f}x, ideal {ideal:.2f}x, parallel efficiency {speedup / ideal:.2f} (target >= 0.85)")
+    print(f"{'contender':<34}{'wall s':>8}{'chunks/s':>10}{'s/chunk':>9}{'busy':>7}")
+    for encode in (False, True):
+        phase = "full render" if encode else "chunk phase"
+        for workers in (1, args.workers):
+            wall, model_s, _ = rows[(workers, encode)]
+            label = f"{phase}, {workers} worker{'s' if workers > 1 else ''}"
+            print(f"{label:<34}{wall:>8.2f}{chunks / wall:>10.2f}{model_s / chunks:>9.3f}"
+                  f"{model_s / (workers * wall):>7.0%}")
+        speedup = rows[(1, encode)][0] / rows[(args.workers, encode)][0]
+        print(f"  {phase}: speed-up {speedup:.2f}x, ideal {ideal:.2f}x, "
+              f"parallel efficiency {speedup / ideal:.2f} (target >= 0.85)")
+    print("s/chunk: model time of one chunk inside a worker; busy: share of the wall time the workers "
+          "spent in the model.")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def main() -> None:
     keyed = sorted(order, key=lambda i: i + random.Random(i).uniform(0, 3))
     audio = (0.1 * np.sin(np.linspace(0, 2000, frames * 1500))).astype(np.float32)[None].repeat(2, 0)
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # as `farm render` does (--driver-threads)
     baseline = peak_rss_mib()
     started = time.perf_counter()
     held = 0
