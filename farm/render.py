@@ -25,6 +25,8 @@ from typing import Callable, Literal
 import ray
 from ray.exceptions import RayActorError
 
+import torch
+
 from farm.constants import OUTPUT_FPS
 from farm.encode import ResultEncoder
 from farm.errors import FarmError, RenderError, WorkerLostError
@@ -90,6 +92,10 @@ class RenderResult:
 
 
 EventCallback = Callable[[RenderEvent], None]
+#: Sees every final frame of a result at the output size, in order, before the encoder does:
+#: ``(result_index, first_frame_index, uint8 [n, height, width, 3])``. For safety checks and
+#: previews; it runs in the result's finisher thread.
+FramesCallback = Callable[[int, int, torch.Tensor], None]
 
 
 def result_seeds(task: VideoInferenceTask, base_seed: int | None = None) -> list[int]:
@@ -106,7 +112,7 @@ class _Finisher(threading.Thread):
     _END = object()
 
     def __init__(self, *, index: int, plan: ClipPlan, encoder: ResultEncoder, width: int, height: int,
-                 emit: EventCallback):
+                 emit: EventCallback, on_frames: FramesCallback | None):
         super().__init__(name=f"finisher-{index}", daemon=True)
         self.index = index
         self._plan = plan
@@ -114,6 +120,7 @@ class _Finisher(threading.Thread):
         self._stitcher = Stitcher(plan)
         self._size = (width, height)
         self._emit = emit
+        self._on_frames = on_frames
         self._inbox: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
         self.encode_seconds = 0.0
@@ -148,10 +155,14 @@ class _Finisher(threading.Thread):
                 if kind == "audio":
                     self._encoder.set_audio(item.samples, item.sample_rate)
                 elif kind == "chunk":
+                    first = self._stitcher.frames_emitted
                     final = self._stitcher.add(item.chunk_index, item.frames)
                     if final is not None:
                         width, height = self._size
-                        self._encoder.write_frames(resize_frames(final, width, height))
+                        frames = resize_frames(final, width, height)
+                        if self._on_frames is not None:
+                            self._on_frames(self.index, first, frames)
+                        self._encoder.write_frames(frames)
                         self._emit(RenderEvent(stage="encode", result_index=self.index,
                                                done=self._stitcher.frames_emitted, total=self._plan.num_frames))
                 self.encode_seconds += time.perf_counter() - started
@@ -181,6 +192,7 @@ def render_task(
     *,
     base_seed: int | None = None,
     on_event: EventCallback | None = None,
+    on_frames: FramesCallback | None = None,
     blend: Literal["linear", "cosine"] = "cosine",
 ) -> list[RenderResult]:
     """Render every result of ``task`` on ``pool`` into ``out_dir``; returns them in order.
@@ -225,7 +237,7 @@ def render_task(
             expected_frames=task.num_frames,
         )
         finisher = _Finisher(index=index, plan=plan, encoder=encoder, width=task.width, height=task.height,
-                             emit=emit)
+                             emit=emit, on_frames=on_frames)
         states.append(_ResultState(index=index, seed=seed, plan=plan, finisher=finisher, wants_audio=wants_audio))
     for state in states:
         state.finisher.start()
