@@ -1,0 +1,69 @@
+"""The task store keeps tasks and results across reopenings of the same SQLite file."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+from farm.lifecycle import ResultRecord
+from farm.store import TaskStore
+
+
+def test_a_task_survives_reopening_the_file_with_its_results(tmp_path):
+    db = tmp_path / "tasks.db"
+    store = TaskStore(db)
+    store.insert_task("t1", "key-a", '{"a": 1}', base_seed=7, seeds=[7, 8])
+    done = ResultRecord(task_uuid="t1", index=1, status="success", seed=8, video_uuid="v", progress=1.0)
+    store.upsert_result(done, path=tmp_path / "t1-1.mp4")
+    store.update_task_status("t1", "running")
+    store.close()
+
+    reopened = TaskStore(db)
+    record = reopened.get_task("t1")
+    assert record.api_key == "key-a" and record.body == '{"a": 1}' and record.status == "running"
+    assert [r.status for r in record.results] == ["queued", "success"]
+    assert record.results[1] == done
+    assert reopened.get_base_seed("t1") == 7
+    assert reopened.result_path("t1", 1) == tmp_path / "t1-1.mp4"
+    assert reopened.get_task("missing") is None
+    mode = reopened._db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_upsert_keeps_the_path_unless_given_and_progress_updates_alone(tmp_path):
+    store = TaskStore(tmp_path / "tasks.db")
+    store.insert_task("t1", None, "{}", base_seed=1, seeds=[1])
+    first = ResultRecord(task_uuid="t1", index=0, status="success", seed=1)
+    store.upsert_result(first, path="/x/file.mp4")
+    store.upsert_result(dataclasses.replace(first, webhook_status="delivered"))
+    assert store.result_path("t1", 0).as_posix() == "/x/file.mp4"
+    assert store.get_task("t1").results[0].webhook_status == "delivered"
+    store.set_progress("t1", 0, 0.5)
+    assert store.get_task("t1").results[0].progress == 0.5
+
+
+def test_unfinished_tasks_are_queued_or_running_oldest_first(tmp_path):
+    store = TaskStore(tmp_path / "tasks.db")
+    store.insert_task("new", None, "{}", base_seed=1, seeds=[1], created_at=30)
+    store.insert_task("old", None, "{}", base_seed=1, seeds=[1], created_at=10)
+    store.insert_task("mid", None, "{}", base_seed=1, seeds=[1], created_at=20)
+    store.insert_task("gone", None, "{}", base_seed=1, seeds=[1], created_at=5)
+    store.update_task_status("gone", "success")
+    store.update_task_status("mid", "running")
+    assert [t.task_uuid for t in store.unfinished_tasks()] == ["old", "mid", "new"]
+    assert store.count_queued() == 2
+
+
+def test_writes_from_many_threads_all_land(tmp_path):
+    store = TaskStore(tmp_path / "tasks.db")
+
+    def insert(n: int) -> None:
+        for i in range(20):
+            store.insert_task(f"t{n}-{i}", f"k{n}", "{}", base_seed=i, seeds=[i])
+
+    threads = [threading.Thread(target=insert, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.count_queued() == 160
