@@ -13,7 +13,7 @@ WORKERS ?= 2
 
 STAMP := $(VENV)/.installed
 
-.PHONY: render test venv benchmarks clean
+.PHONY: render test venv benchmarks clean proto
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ render: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+# Regenerate farm/v1/*_pb2*.py from proto/farm/v1/*.proto (a test checks they are current).
+proto: $(STAMP)
+	$(VENV)/bin/python -m farm.proto_gen
 
 clean:
 	rm -rf $(VENV) $(OUT) *.egg-info
