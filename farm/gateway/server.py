@@ -1,0 +1,301 @@
+"""The gateway process: gRPC and HTTP in one asyncio loop over one ``TaskManager``.
+
+    gateway = Gateway(GatewayConfig(grpc_port=0, http_port=0, data_dir="data"))
+    await gateway.start()          # gateway.grpc_port / gateway.http_port: the bound ports
+    ...
+    await gateway.stop()
+
+``serve(config)`` runs it until SIGTERM/SIGINT, then shuts down gracefully: stop admitting (health
+NOT_SERVING, Submit UNAVAILABLE), stop the manager (the running task stays queued in the store and
+resumes on the next start), then stop both servers after a grace period for calls in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from farm.gateway import ApiKeys
+from farm.gateway.grpc_service import AssetSink, VideoInferenceServicer, add_services
+from farm.gateway.http_app import RestFace, make_app
+from farm.lifecycle import ResultRecord, TaskService
+
+log = logging.getLogger(__name__)
+
+#: Config file keys (YAML) and their GatewayConfig fields.
+CONFIG_KEYS = ("api_keys", "allow_urls", "max_queue", "price_per_gpu_second", "public_base_url",
+               "grpc_port", "http_port", "host", "data_dir", "ray_address", "workers", "gpus_per_worker",
+               "max_request_bytes", "max_asset_bytes")
+
+
+@dataclass
+class GatewayConfig:
+    """Everything the gateway is configured with (CLI flags, optionally a YAML file)."""
+
+    grpc_port: int = 50051
+    http_port: int = 8080
+    host: str = "0.0.0.0"
+    data_dir: str = "farm-data"
+    #: Ray cluster to join; None starts an embedded local Ray.
+    ray_address: str | None = None
+    #: Video worker actors per model pool.
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+    #: Bearer keys; empty: no authentication.
+    api_keys: list[str] = field(default_factory=list)
+    #: Hosts/IPs/CIDRs the farm may call although they are loopback/private (webhooks, uploads).
+    allow_urls: list[str] = field(default_factory=list)
+    max_queue: int = 100
+    price_per_gpu_second: float = 0.0
+    #: Base of videoURL (e.g. https://farm.example.com); default http://<host>:<http port>.
+    public_base_url: str | None = None
+    max_request_bytes: int = 64 * 1024 * 1024
+    max_asset_bytes: int = 50 * 1024 * 1024
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> "GatewayConfig":
+        """Read a YAML config; ``overrides`` (non-None values, e.g. CLI flags given) win."""
+        import yaml
+
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level")
+        unknown = sorted(set(raw) - set(CONFIG_KEYS))
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {unknown}; known: {list(CONFIG_KEYS)}")
+        values = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(**values)
+
+
+class Gateway:
+    """gRPC + HTTP servers over a ``TaskService``.
+
+    Without ``service`` the real farm is built from ``config``: ``TaskStore`` (SQLite under
+    ``data_dir``), ``LocalArtifactStore``, ``FarmMetrics``, a Ray connection and ``TaskManager``.
+    Tests may pass their own ``service``/``artifacts``/``metrics``.
+    """
+
+    def __init__(self, config: GatewayConfig, *, service: TaskService | None = None, artifacts: Any = None,
+                 metrics: Any = None):
+        self.config = config
+        self.service = service
+        self.artifacts = artifacts
+        self.metrics = metrics
+        self.manager = None
+        self.grpc_port: int | None = None
+        self.http_port: int | None = None
+        self._grpc_server: grpc.aio.Server | None = None
+        self._http_runner: web.AppRunner | None = None
+        self._health = None
+        self._servicer: VideoInferenceServicer | None = None
+        self._rest: RestFace | None = None
+        self._stopped = asyncio.Event()
+        self._delivery_threads: list[threading.Thread] = []
+
+    # ---------------------------------------------------------------- building the farm
+
+    def _public_base_url(self) -> str:
+        if self.config.public_base_url:
+            return self.config.public_base_url.rstrip("/")
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"http://{host}:{self.http_port}"
+
+    def _build_farm(self) -> None:
+        """The real TaskManager and its collaborators, from the config."""
+        from farm.artifacts import LocalArtifactStore
+        from farm.cluster import connect_ray
+        from farm.manager import TaskManager
+        from farm.metrics import FarmMetrics
+        from farm.pool import WorkerConfig, WorkerPool
+        from farm.store import TaskStore
+
+        data = Path(self.config.data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        if self.metrics is None:
+            self.metrics = FarmMetrics()
+        if self.artifacts is None:
+            self.artifacts = LocalArtifactStore(data / "artifacts")
+        workers, gpus = self.config.workers, self.config.gpus_per_worker
+        connect_ray(self.config.ray_address, min_cpus=workers + 1)
+
+        def pool_factory(profile):
+            return WorkerPool(profile, WorkerConfig(video_workers=workers, gpus_per_worker=gpus,
+                                                    audio_worker=profile.audio_factory is not None))
+
+        self.manager = TaskManager(
+            TaskStore(data / "tasks.db"),
+            pool_factory=pool_factory,
+            out_dir=data / "out",
+            max_queue=self.config.max_queue,
+            artifacts=self.artifacts,
+            on_result=self._on_result,
+            metrics=self.metrics,
+            price_per_gpu_second=self.config.price_per_gpu_second,
+            gpus_per_worker=gpus,
+        )
+        self.service = self.manager
+
+    def _on_result(self, record: ResultRecord, task) -> ResultRecord:
+        """The manager's hook for a finished result: give it its URL, start uploads and webhooks.
+
+        Delivery (retries with backoff) runs on its own thread so the next render is not held up;
+        its outcome is stored through ``manager.update_result``.
+        """
+        url = f"{self._public_base_url()}/v1/videos/{record.video_uuid}" if record.video_uuid else None
+        wants_upload = bool(getattr(task, "upload_endpoint", None))
+        wants_webhook = bool(getattr(task, "webhook_url", None))
+        record = dataclasses.replace(
+            record, video_url=url,
+            upload_status="pending" if wants_upload else record.upload_status,
+            webhook_status="pending" if wants_webhook else record.webhook_status,
+        )
+        if wants_upload or wants_webhook:
+            thread = threading.Thread(target=self._deliver, args=(record, task), name="delivery", daemon=True)
+            self._delivery_threads = [t for t in self._delivery_threads if t.is_alive()] + [thread]
+            thread.start()
+        return record
+
+    def _deliver(self, record: ResultRecord, task) -> None:
+        try:
+            from farm import delivery
+        except ImportError:  # delivery lands separately; until then the result says it failed
+            delivery = None
+        final = record
+        try:
+            if task.upload_endpoint:
+                ok = False
+                if delivery is not None and self.manager is not None:
+                    path = self.manager.result_path(record.task_uuid, record.index)
+                    ok = _outcome(delivery.upload_file(task.upload_endpoint, path, **self._delivery_kwargs()))
+                final = dataclasses.replace(final, upload_status="delivered" if ok else "failed")
+                if not ok and self.metrics is not None:
+                    self.metrics.delivery_failed("upload")
+            if task.webhook_url:
+                ok = False
+                if delivery is not None:
+                    from farm.gateway import result_item
+
+                    payload = delivery.webhook_payload(final) if hasattr(delivery, "webhook_payload") \
+                        else {"data": [result_item(final)]}
+                    ok = _outcome(delivery.post_webhook(task.webhook_url, payload, **self._delivery_kwargs()))
+                final = dataclasses.replace(final, webhook_status="delivered" if ok else "failed")
+                if not ok and self.metrics is not None:
+                    self.metrics.delivery_failed("webhook")
+        except Exception:  # noqa: BLE001 - a delivery bug must not lose the result record
+            log.exception("delivery of %s result %d failed", record.task_uuid, record.index)
+            final = dataclasses.replace(
+                final,
+                upload_status="failed" if final.upload_status == "pending" else final.upload_status,
+                webhook_status="failed" if final.webhook_status == "pending" else final.webhook_status,
+            )
+        if self.manager is not None:
+            self.manager.update_result(final, delivered=True)
+
+    def _delivery_kwargs(self) -> dict:
+        try:
+            from farm.urlguard import UrlGuard
+        except ImportError:
+            return {}
+        return {"guard": UrlGuard(self.config.allow_urls)}
+
+    # ---------------------------------------------------------------- running
+
+    async def start(self) -> None:
+        """Build the farm (unless given), start gRPC then HTTP; the bound ports are set after."""
+        if self.service is None:
+            await asyncio.to_thread(self._build_farm)
+        if self.manager is not None:
+            self.manager.start()
+        keys = ApiKeys(self.config.api_keys)
+        data = Path(self.config.data_dir)
+
+        self._grpc_server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", self.config.max_request_bytes),
+            ("grpc.max_send_message_length", self.config.max_request_bytes),
+        ])
+        self._servicer = VideoInferenceServicer(
+            self.service, api_keys=keys, metrics=self.metrics,
+            assets=AssetSink(data / "assets", self.config.max_asset_bytes),
+        )
+        self._health = await add_services(self._grpc_server, self._servicer)
+        self.grpc_port = self._grpc_server.add_insecure_port(f"{self.config.host}:{self.config.grpc_port}")
+        if not self.grpc_port:
+            raise OSError(f"cannot bind gRPC to {self.config.host}:{self.config.grpc_port}")
+        await self._grpc_server.start()
+
+        self._rest = RestFace(self.service, api_keys=keys, artifacts=self.artifacts, metrics=self.metrics)
+        self._http_runner = web.AppRunner(make_app(self._rest, max_request_bytes=self.config.max_request_bytes),
+                                          access_log=None)
+        await self._http_runner.setup()
+        site = web.TCPSite(self._http_runner, self.config.host, self.config.http_port)
+        await site.start()
+        self.http_port = self._http_runner.addresses[0][1]
+        # Only now is the HTTP port known, so only now can videoURLs be completed.
+        public = self._public_base_url()
+        self._servicer.public_base_url = public
+        self._rest.public_base_url = public
+        log.info("gateway up: gRPC %s:%d, HTTP %s:%d", self.config.host, self.grpc_port,
+                 self.config.host, self.http_port)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Graceful shutdown: stop admitting, stop the manager, then both servers."""
+        for face in (self._servicer, self._rest):
+            if face is not None:
+                face.admitting = False
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if self.manager is not None:
+            # The running task is interrupted and stays queued in the store: the next start resumes it.
+            await asyncio.to_thread(self.manager.stop)
+        if self._grpc_server is not None:
+            await self._grpc_server.stop(grace)
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+        for thread in self._delivery_threads:
+            await asyncio.to_thread(thread.join, grace)
+        close = getattr(self.artifacts, "close", None)
+        if callable(close) and self.manager is not None:
+            close()
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        """Return once ``stop`` has finished."""
+        await self._stopped.wait()
+
+
+def _outcome(value: Any) -> bool:
+    """Delivery helpers may answer a bool or a result object with ``ok``/``delivered``."""
+    if isinstance(value, bool):
+        return value
+    for name in ("ok", "delivered", "success"):
+        if hasattr(value, name):
+            return bool(getattr(value, name))
+    return value is not None
+
+
+async def serve(config: GatewayConfig, *, ready: asyncio.Event | None = None) -> None:
+    """Run the gateway until SIGTERM or SIGINT, then shut down gracefully."""
+    gateway = Gateway(config)
+    await gateway.start()
+    print(f"farm gateway: gRPC on {config.host}:{gateway.grpc_port}, HTTP on {config.host}:{gateway.http_port}, "
+          f"data in {config.data_dir}", flush=True)
+    if ready is not None:
+        ready.set()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        print("farm gateway: shutting down", flush=True)
+        await gateway.stop()
