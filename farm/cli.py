@@ -1,9 +1,14 @@
 """The ``farm`` command line.
 
     farm render TASK.json [--out DIR] [--workers N] [--ray-address ADDR] ...
+    farm serve [--grpc-port 50051] [--http-port 8080] [--data-dir DIR] [--config FILE] [--ray-address ADDR]
+    farm submit TASK.json [--server HOST:PORT] [--wait]
+    farm status UUID [--server HOST:PORT]
+    farm cancel UUID [--server HOST:PORT]
 
-renders a seed-shaped ``videoInference`` task (or a JSON array of them) on an embedded local Ray
-(or an existing cluster) and prints each result's file, seed and timing.
+``render`` renders a seed-shaped ``videoInference`` task (or a JSON array of them) on an embedded
+local Ray (or an existing cluster) and prints each result's file, seed and timing. ``serve`` runs
+the gateway (gRPC + JSON/REST); ``submit``/``status``/``cancel`` are its gRPC client.
 """
 
 from __future__ import annotations
@@ -57,7 +62,42 @@ def _build_parser() -> argparse.ArgumentParser:
     render.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                         help="dtype for --weights (default: bfloat16 on GPU, float32 on CPU)")
     render.add_argument("--no-progress", action="store_true", help="do not draw progress bars")
+    _add_gateway_commands(commands)
     return parser
+
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+
+
+def _add_gateway_commands(commands) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    serve = commands.add_parser(
+        "serve", help="run the gateway (gRPC + JSON/REST) over a task manager on Ray",
+        description="Serve farm.v1.VideoInference over gRPC and the seed platform's JSON API over HTTP "
+                    "(POST /v1, GET /v1/videos/{uuid}, /metrics, /healthz). Task records persist in "
+                    "SQLite under --data-dir. SIGTERM/SIGINT shut down gracefully.")
+    serve.add_argument("--grpc-port", type=int, default=None, help="gRPC port (0: any free port) [50051]")
+    serve.add_argument("--http-port", type=int, default=None, help="HTTP port (0: any free port) [8080]")
+    serve.add_argument("--host", default=None, help="address to bind [0.0.0.0]")
+    serve.add_argument("--data-dir", default=None, help="task database, artifacts and assets [farm-data]")
+    serve.add_argument("--config", default=None,
+                       help="YAML file: api_keys, allow_urls, max_queue, price_per_gpu_second, public_base_url, ...")
+    serve.add_argument("--ray-address", default=None, help="join this Ray cluster; default: embedded local Ray")
+    serve.add_argument("--workers", type=int, default=None, help="video worker actors per model [2]")
+    for name, helptext in (("submit", "submit a task file to a gateway"),
+                           ("status", "print a task's results"),
+                           ("cancel", "cancel a task")):
+        command = commands.add_parser(name, help=helptext, formatter_class=fmt)
+        if name == "submit":
+            command.add_argument("task", help="task JSON file (an object or an array; '-' reads standard input)")
+            command.add_argument("--wait", action="store_true",
+                                 help="stream progress (Watch) until every task ends, then print the results")
+            command.add_argument("--no-progress", action="store_true", help="with --wait, print no progress bar")
+        else:
+            command.add_argument("uuid", help="the taskUUID")
+        command.add_argument("--server", default=DEFAULT_SERVER, help="gateway gRPC address HOST:PORT")
+        command.add_argument("--api-key", default=None,
+                             help="API key sent as 'authorization: Bearer <key>' (default: $FARM_API_KEY)")
 
 
 def _load_tasks(source: str) -> list[VideoInferenceTask]:
@@ -182,12 +222,177 @@ def _render(args: argparse.Namespace) -> int:
     return status
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from farm.gateway.server import GatewayConfig, serve
+
+    flags = {"grpc_port": args.grpc_port, "http_port": args.http_port, "host": args.host,
+             "data_dir": args.data_dir, "ray_address": args.ray_address, "workers": args.workers}
+    try:
+        if args.config:
+            config = GatewayConfig.from_file(args.config, **flags)
+        else:
+            config = GatewayConfig(**{k: v for k, v in flags.items() if v is not None})
+    except (ValueError, TypeError) as exc:
+        print(f"error: bad configuration: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(config))
+    return 0
+
+
+def _client(args: argparse.Namespace):
+    """A gRPC stub for ``--server`` and the call metadata carrying the API key."""
+    import os
+
+    import grpc
+
+    from farm.v1 import farm_pb2_grpc
+
+    channel = grpc.insecure_channel(args.server)
+    key = args.api_key or os.environ.get("FARM_API_KEY")
+    metadata = (("authorization", f"Bearer {key}"),) if key else ()
+    return channel, farm_pb2_grpc.VideoInferenceStub(channel), metadata
+
+
+def _print_rpc_error(error) -> int:
+    """Print a failed call with its field violations; exit status 2 for invalid input, else 1."""
+    import grpc
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            for violation in bad.field_violations:
+                print(f"  {violation.description}", file=sys.stderr)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            print(f"  retry after {retry.retry_delay.ToTimedelta().total_seconds():g}s", file=sys.stderr)
+    return EXIT_INVALID if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND) else EXIT_FAILED
+
+
+def _print_results(response) -> int:
+    """One line per result; returns 1 when any result failed."""
+    failed = 0
+    for r in response.data:
+        parts = [r.task_uuid, f"#{r.result_index}", r.state or r.status]
+        if r.state in ("queued", "running"):
+            parts.append(f"{r.progress:.0%}")
+        if r.video_url:
+            parts.append(r.video_url)
+        if r.HasField("seed"):
+            parts.append(f"seed={r.seed}")
+        if r.HasField("cost"):
+            parts.append(f"cost=${r.cost:.6f}")
+        print("  ".join(parts))
+    for e in response.errors:
+        failed = 1
+        print(f"error: {e.task_uuid} {e.code}: {e.message}", file=sys.stderr)
+    return failed
+
+
+def _watch(stub, metadata, task_uuid: str, show: bool) -> None:
+    """Follow Watch until the task ends, with one tqdm bar over chunks (and frames encoded)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=task_uuid[:8], unit="chunk", disable=not show)
+    from farm.v1 import farm_pb2
+
+    chunks: dict[int, tuple[int, int]] = {}
+    try:
+        for event in stub.Watch(farm_pb2.WatchRequest(task_uuid=task_uuid), metadata=metadata):
+            if event.kind == "queued" and event.HasField("queue_position"):
+                bar.set_postfix_str(f"queued #{event.queue_position}")
+            elif event.kind in ("chunks", "running") and event.chunks_total:
+                chunks[event.result_index] = (event.chunks_done, event.chunks_total)
+                done, total = sum(d for d, _ in chunks.values()), sum(t for _, t in chunks.values())
+                bar.total = total
+                bar.n = done
+                bar.set_postfix_str("rendering")
+                bar.refresh()
+            elif event.kind in ("encoding", "result", "delivered", "error", "cancelled"):
+                bar.set_postfix_str(event.kind)
+    finally:
+        bar.close()
+
+
+def _submit(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf import json_format
+
+    from farm.v1 import farm_pb2
+
+    text = sys.stdin.read() if args.task == "-" else Path(args.task).read_text()
+    raw = json.loads(text)
+    items = raw if isinstance(raw, list) else [raw]
+    try:
+        tasks = [json_format.ParseDict(item, farm_pb2.VideoInferenceTask()) for item in items]
+    except json_format.ParseError as exc:
+        print(f"error: {args.task}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    channel, stub, metadata = _client(args)
+    status = 0
+    with channel:
+        try:
+            ack = stub.Submit(farm_pb2.SubmitRequest(tasks=tasks), metadata=metadata)
+        except grpc.RpcError as error:
+            return _print_rpc_error(error)
+        for a in ack.data:
+            print(f"accepted {a.task_uuid}")
+        for e in ack.errors:
+            print(f"error: {e.task_uuid} {e.parameter or '-'}: {e.code}: {e.message}", file=sys.stderr)
+            status = EXIT_INVALID
+        if not args.wait:
+            return status
+        for a in ack.data:
+            try:
+                _watch(stub, metadata, a.task_uuid, show=not args.no_progress)
+                response = stub.GetResponse(farm_pb2.GetResponseRequest(task_uuid=a.task_uuid), metadata=metadata)
+            except grpc.RpcError as error:
+                status = max(status, _print_rpc_error(error))
+                continue
+            status = max(status, _print_results(response))
+    return status
+
+
+def _task_command(args: argparse.Namespace) -> int:
+    import grpc
+
+    from farm.v1 import farm_pb2
+
+    channel, stub, metadata = _client(args)
+    with channel:
+        try:
+            if args.command == "status":
+                response = stub.GetResponse(farm_pb2.GetResponseRequest(task_uuid=args.uuid), metadata=metadata)
+            else:
+                response = stub.Cancel(farm_pb2.CancelRequest(task_uuid=args.uuid), metadata=metadata)
+        except grpc.RpcError as error:
+            return _print_rpc_error(error)
+    result = _print_results(response)
+    # A cancelled task answers its results with taskCancelled errors: that is what was asked.
+    return 0 if args.command == "cancel" else result
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``farm`` console script."""
     args = _build_parser().parse_args(argv)
     try:
         if args.command == "render":
             return _render(args)
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "submit":
+            return _submit(args)
+        if args.command in ("status", "cancel"):
+            return _task_command(args)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID

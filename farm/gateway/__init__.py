@@ -113,7 +113,9 @@ def error_items(error: BaseException, task_uuid: str | None = None) -> list[dict
             for v in error.violations
         ]
     message = str(error) if isinstance(error, FarmError) else "internal error"
-    item = {"code": info.code, "message": message or info.code, "parameter": "", **base}
+    # Errors about one field (a refused webhookURL, ...) carry it as ``parameter``.
+    parameter = getattr(error, "parameter", "") or ""
+    item = {"code": info.code, "message": message or info.code, "parameter": parameter, **base}
     if isinstance(error, QueueFullError):
         item["retryAfter"] = error.retry_after_s
     return [item]

@@ -76,6 +76,52 @@ class GatewayConfig:
         return cls(**values)
 
 
+class GuardedService:
+    """A ``TaskService`` whose ``submit`` refuses webhook/upload URLs the ``UrlGuard`` forbids.
+
+    Checked at submission so the client hears at once (``INVALID_ARGUMENT`` naming the field)
+    rather than after the render; delivery checks again (and pins the addresses) when it calls.
+    """
+
+    URL_FIELDS = ("webhookURL", "uploadEndpoint")
+
+    def __init__(self, service: TaskService, guard):
+        self.service = service
+        self.guard = guard
+
+    def submit(self, raw_task: dict, api_key: str | None):
+        """Validate, vet the URLs, then submit (see ``TaskService.submit``)."""
+        from farm.errors import ForbiddenURLError
+        from farm.validation import parse_task
+
+        urls = [(name, raw_task.get(name)) for name in self.URL_FIELDS
+                if isinstance(raw_task, dict) and isinstance(raw_task.get(name), str)]
+        if urls:
+            known = getattr(self.service, "_known_models", None)
+            # Every rule first, so an invalid task lists all its violations, not just the URL.
+            parse_task(raw_task, **({"known_models": known} if known else {}))
+            for name, url in urls:
+                try:
+                    self.guard.check(url, name)
+                except ForbiddenURLError as exc:
+                    exc.parameter = name
+                    exc.task_uuid = raw_task.get("taskUUID")
+                    raise
+        return self.service.submit(raw_task, api_key)
+
+    def get(self, task_uuid: str, api_key: str | None):
+        """See ``TaskService.get``."""
+        return self.service.get(task_uuid, api_key)
+
+    def cancel(self, task_uuid: str, api_key: str | None):
+        """See ``TaskService.cancel``."""
+        return self.service.cancel(task_uuid, api_key)
+
+    def watch(self, task_uuid: str, api_key: str | None):
+        """See ``TaskService.watch``."""
+        return self.service.watch(task_uuid, api_key)
+
+
 class Gateway:
     """gRPC + HTTP servers over a ``TaskService``.
 
@@ -142,7 +188,9 @@ class Gateway:
             price_per_gpu_second=self.config.price_per_gpu_second,
             gpus_per_worker=gpus,
         )
-        self.service = self.manager
+        from farm.urlguard import UrlGuard
+
+        self.service = GuardedService(self.manager, UrlGuard(self.config.allow_urls))
 
     def _on_result(self, record: ResultRecord, task) -> ResultRecord:
         """The manager's hook for a finished result: give it its URL, start uploads and webhooks.
@@ -165,47 +213,40 @@ class Gateway:
         return record
 
     def _deliver(self, record: ResultRecord, task) -> None:
-        try:
-            from farm import delivery
-        except ImportError:  # delivery lands separately; until then the result says it failed
-            delivery = None
-        final = record
-        try:
-            if task.upload_endpoint:
-                ok = False
-                if delivery is not None and self.manager is not None:
-                    path = self.manager.result_path(record.task_uuid, record.index)
-                    ok = _outcome(delivery.upload_file(task.upload_endpoint, path, **self._delivery_kwargs()))
-                final = dataclasses.replace(final, upload_status="delivered" if ok else "failed")
-                if not ok and self.metrics is not None:
-                    self.metrics.delivery_failed("upload")
-            if task.webhook_url:
-                ok = False
-                if delivery is not None:
-                    from farm.gateway import result_item
+        """Upload and/or webhook one result (each retried inside ``farm.delivery``), then store the outcome."""
+        from farm import delivery
+        from farm.artifacts import content_type_for
+        from farm.urlguard import UrlGuard
 
-                    payload = delivery.webhook_payload(final) if hasattr(delivery, "webhook_payload") \
-                        else {"data": [result_item(final)]}
-                    ok = _outcome(delivery.post_webhook(task.webhook_url, payload, **self._delivery_kwargs()))
-                final = dataclasses.replace(final, webhook_status="delivered" if ok else "failed")
-                if not ok and self.metrics is not None:
-                    self.metrics.delivery_failed("webhook")
-        except Exception:  # noqa: BLE001 - a delivery bug must not lose the result record
-            log.exception("delivery of %s result %d failed", record.task_uuid, record.index)
-            final = dataclasses.replace(
-                final,
-                upload_status="failed" if final.upload_status == "pending" else final.upload_status,
-                webhook_status="failed" if final.webhook_status == "pending" else final.webhook_status,
-            )
+        guard = UrlGuard(self.config.allow_urls)
+        final = record
+        if task.upload_endpoint:
+            ok = False
+            try:
+                path = self.manager.result_path(record.task_uuid, record.index)
+                outcome = asyncio.run(delivery.upload_file(
+                    task.upload_endpoint, Path(path), content_type=content_type_for(task.output_format), guard=guard))
+                ok = outcome.ok
+            except Exception:  # noqa: BLE001 - refused URL, missing file: the result says "failed"
+                log.exception("upload of %s result %d failed", record.task_uuid, record.index)
+            final = dataclasses.replace(final, upload_status="delivered" if ok else "failed")
+            if not ok and self.metrics is not None:
+                self.metrics.delivery_failed("upload")
+        if task.webhook_url:
+            ok = False
+            try:
+                # The key is stable across retries and gateway restarts: receivers can drop repeats.
+                outcome = asyncio.run(delivery.post_webhook(
+                    task.webhook_url, delivery.webhook_payload(final),
+                    idempotency_key=f"{record.task_uuid}:{record.index}", guard=guard))
+                ok = outcome.ok
+            except Exception:  # noqa: BLE001
+                log.exception("webhook of %s result %d failed", record.task_uuid, record.index)
+            final = dataclasses.replace(final, webhook_status="delivered" if ok else "failed")
+            if not ok and self.metrics is not None:
+                self.metrics.delivery_failed("webhook")
         if self.manager is not None:
             self.manager.update_result(final, delivered=True)
-
-    def _delivery_kwargs(self) -> dict:
-        try:
-            from farm.urlguard import UrlGuard
-        except ImportError:
-            return {}
-        return {"guard": UrlGuard(self.config.allow_urls)}
 
     # ---------------------------------------------------------------- running
 
@@ -270,16 +311,6 @@ class Gateway:
     async def wait_stopped(self) -> None:
         """Return once ``stop`` has finished."""
         await self._stopped.wait()
-
-
-def _outcome(value: Any) -> bool:
-    """Delivery helpers may answer a bool or a result object with ``ok``/``delivered``."""
-    if isinstance(value, bool):
-        return value
-    for name in ("ok", "delivered", "success"):
-        if hasattr(value, name):
-            return bool(getattr(value, name))
-    return value is not None
 
 
 async def serve(config: GatewayConfig, *, ready: asyncio.Event | None = None) -> None:
