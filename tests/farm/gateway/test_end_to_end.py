@@ -1,0 +1,152 @@
+"""The real farm behind the gateway: TaskManager on a real local Ray, real files, real HTTP.
+
+submit (gRPC) -> Watch streams progress in order -> poll GetResponse -> download videoURL over
+HTTP (Range too) and decode it; the JSON face and a webhook receiver see the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+
+import grpc
+import pytest
+from aiohttp import web
+from google.protobuf import json_format
+
+from farm.v1 import farm_pb2, farm_pb2_grpc
+from tests.farm.gateway.conftest import GatewayThread
+from tests.media import probe
+
+pytest.importorskip("farm.manager")
+
+pytestmark = pytest.mark.slow
+
+SMALL = {"width": 256, "height": 144, "resolution": None, "duration": 3, "outputFormat": "MP4",
+         "settings": {"audio": False, "promptExtend": False}}
+
+
+class Receiver:
+    """A real HTTP webhook receiver on loopback that fails the first ``fail_first`` calls."""
+
+    def __init__(self, fail_first: int = 0):
+        self.calls: list[tuple[dict, dict]] = []
+        self.fail_first = fail_first
+        self.loop = None
+        self.port = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+        self._ready.wait(10)
+
+    def _run(self):
+        import asyncio
+
+        async def hook(request):
+            self.calls.append((dict(request.headers), await request.json()))
+            if len(self.calls) <= self.fail_first:
+                return web.Response(status=503)
+            return web.Response(status=200)
+
+        async def main():
+            app = web.Application()
+            app.router.add_post("/hook", hook)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = runner.addresses[0][1]
+            self._ready.set()
+            await asyncio.Event().wait()
+
+        self.loop = asyncio.new_event_loop()
+        self.loop.run_until_complete(main())
+
+
+@pytest.fixture
+def farm_gateway(tmp_path, ray_cluster):
+    from farm.gateway.server import Gateway, GatewayConfig
+
+    config = GatewayConfig(grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(tmp_path / "data"),
+                           workers=2, allow_urls=["127.0.0.1"], price_per_gpu_second=0.001)
+    with GatewayThread(Gateway(config)) as running:
+        yield running
+
+
+def test_submit_watch_poll_download_decode(farm_gateway, make_task, tmp_path):
+    receiver = Receiver(fail_first=2)
+    raw = make_task(**SMALL, includeCost=True, webhookURL=f"http://127.0.0.1:{receiver.port}/hook")
+    raw.pop("resolution")
+    task = json_format.ParseDict(raw, farm_pb2.VideoInferenceTask())
+    with grpc.insecure_channel(farm_gateway.grpc_target) as channel:
+        stub = farm_pb2_grpc.VideoInferenceStub(channel)
+        ack = stub.Submit(farm_pb2.SubmitRequest(tasks=[task]), timeout=30)
+        assert ack.data[0].task_uuid == task.task_uuid
+
+        events = list(stub.Watch(farm_pb2.WatchRequest(task_uuid=task.task_uuid), timeout=300))
+        kinds = [e.kind for e in events]
+        assert kinds[0] in ("queued", "running") and kinds[-1] == "done", kinds
+        assert "result" in kinds and kinds.index("result") < kinds.index("done")
+        chunks = [(e.chunks_done, e.chunks_total) for e in events if e.kind == "chunks"]
+        assert chunks and [d for d, _ in chunks] == sorted(d for d, _ in chunks)  # in order
+        assert chunks[-1][0] == chunks[-1][1]
+
+        deadline = time.time() + 60
+        while True:
+            answer = stub.GetResponse(farm_pb2.GetResponseRequest(task_uuid=task.task_uuid), timeout=30)
+            if all(r.status != "processing" for r in answer.data) or time.time() > deadline:
+                break
+            time.sleep(0.2)
+    (result,) = answer.data
+    assert result.status == "success" and result.video_uuid and result.HasField("seed")
+    assert result.HasField("cost") and result.cost >= 0
+    assert result.video_url == f"{farm_gateway.http_base}/v1/videos/{result.video_uuid}"
+
+    with urllib.request.urlopen(result.video_url, timeout=30) as response:
+        assert response.headers["Content-Type"] == "video/mp4"
+        body = response.read()
+    path = tmp_path / "download.mp4"
+    path.write_bytes(body)
+    info = probe(path)
+    assert (info.width, info.height) == (256, 144) and info.frames == 96 and info.video_codec == "h264"
+    ranged = urllib.request.Request(result.video_url, headers={"Range": "bytes=0-99"})
+    with urllib.request.urlopen(ranged, timeout=30) as response:
+        assert response.status == 206 and response.read() == body[:100]
+
+    # The JSON face answers the same result.
+    request = urllib.request.Request(f"{farm_gateway.http_base}/v1", method="POST",
+                                     data=json.dumps([{"taskType": "getResponse", "taskUUID": raw["taskUUID"]}]).encode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        (item,) = json.loads(response.read())["data"]
+    assert item["videoURL"] == result.video_url and item["seed"] == result.seed
+
+    # The webhook: retried after two 503s, same idempotency key each time, platform-shaped body.
+    deadline = time.time() + 60
+    while len(receiver.calls) < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    assert len(receiver.calls) == 3
+    keys = {headers.get("Idempotency-Key") for headers, _ in receiver.calls}
+    assert len(keys) == 1 and None not in keys
+    assert receiver.calls[-1][1]["data"][0]["videoURL"] == result.video_url
+    with grpc.insecure_channel(farm_gateway.grpc_target) as channel:
+        stub = farm_pb2_grpc.VideoInferenceStub(channel)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            answer = stub.GetResponse(farm_pb2.GetResponseRequest(task_uuid=task.task_uuid), timeout=30)
+            if answer.data[0].webhook_status == "delivered":
+                break
+            time.sleep(0.2)
+    assert answer.data[0].webhook_status == "delivered"
+
+
+def test_refused_webhook_url_names_the_field(farm_gateway, make_task):
+    raw = make_task(**SMALL, webhookURL="http://10.1.2.3/hook")
+    raw.pop("resolution")
+    with grpc.insecure_channel(farm_gateway.grpc_target) as channel:
+        stub = farm_pb2_grpc.VideoInferenceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Submit(farm_pb2.SubmitRequest(tasks=[json_format.ParseDict(raw, farm_pb2.VideoInferenceTask())]),
+                        timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "webhookURL" in caught.value.details()
