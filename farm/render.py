@@ -29,12 +29,12 @@ import torch
 
 from farm.constants import OUTPUT_FPS
 from farm.encode import ResultEncoder
-from farm.errors import FarmError, RenderError, WorkerLostError
+from farm.errors import FarmError, RenderError, TaskCancelledError, WorkerLostError
 from farm.planner import ClipPlan, plan_clip
 from farm.pool import WorkerPool
 from farm.stitch import Stitcher
 from farm.task import VideoInferenceTask
-from farm.workers import AudioOutput, ChunkOutput, ChunkWork
+from farm.workers import AudioOutput, ChunkOutput, ChunkWork, cancel_flags
 from kernels.resize import resize_frames
 from models.base import AudioRequest
 
@@ -96,6 +96,13 @@ EventCallback = Callable[[RenderEvent], None]
 #: ``(result_index, first_frame_index, uint8 [n, height, width, 3])``. For safety checks and
 #: previews; it runs in the result's finisher thread.
 FramesCallback = Callable[[int, int, torch.Tensor], None]
+#: Polled by the driver (about every ``_CANCEL_POLL_S``); True stops the render.
+CancelCheck = Callable[[], bool]
+
+#: How often the driver polls ``should_cancel`` while chunks render.
+_CANCEL_POLL_S = 0.05
+#: How long a cancelled render waits for its in-flight chunks to stop (they stop within one step).
+_CANCEL_DRAIN_S = 30.0
 
 
 def result_seeds(task: VideoInferenceTask, base_seed: int | None = None) -> list[int]:
@@ -194,11 +201,17 @@ def render_task(
     on_event: EventCallback | None = None,
     on_frames: FramesCallback | None = None,
     blend: Literal["linear", "cosine"] = "cosine",
+    should_cancel: CancelCheck | None = None,
 ) -> list[RenderResult]:
     """Render every result of ``task`` on ``pool`` into ``out_dir``; returns them in order.
 
     Files appear at ``out_dir/<taskUUID>-<i>.<ext>`` only once complete. On failure every
     partial file is removed and ``RenderError`` (or ``WorkerLostError``) is raised.
+
+    ``should_cancel`` is polled while the render runs; once it returns True the driver stops
+    dispatching, the workers stop their chunks at the next denoising step (see
+    ``farm.workers.CancelFlags``), partial files are removed and ``TaskCancelledError`` is raised
+    after the workers are free again.
     """
     started = time.perf_counter()
     profile = pool.profile
@@ -243,7 +256,7 @@ def render_task(
         state.finisher.start()
 
     try:
-        _run(task, pool, states, emit, native_w, native_h)
+        _run(task, pool, states, emit, native_w, native_h, should_cancel)
     except BaseException as exc:
         for state in states:
             state.finisher.abort()
@@ -301,9 +314,26 @@ def _encode_prompt(pool: WorkerPool, prompt: str):
                 raise WorkerLostError("every video worker died before the prompt was encoded") from None
 
 
+def _cancel(task: VideoInferenceTask, flags, token: str | None, in_flight: dict) -> None:
+    """Stop the in-flight chunks of a cancelled render and wait until their workers are free."""
+    if token is not None and in_flight:
+        ray.get(flags.cancel.remote(token))
+        # Each worker notices within one denoising step; waiting here means the pool is free for
+        # the next task when this one reports cancelled.
+        ray.wait(list(in_flight), num_returns=len(in_flight), timeout=_CANCEL_DRAIN_S)
+        flags.clear.remote(token)
+    raise TaskCancelledError(f"task {task.task_uuid} was cancelled")
+
+
 def _run(task: VideoInferenceTask, pool: WorkerPool, states: list[_ResultState], emit: EventCallback,
-         native_w: int, native_h: int) -> None:
+         native_w: int, native_h: int, should_cancel: CancelCheck | None = None) -> None:
     profile = pool.profile
+    # A fresh token per render: a resumed or repeated render of the same task is never cancelled
+    # by an old flag.
+    token = f"{task.task_uuid}/{uuid.uuid4()}" if should_cancel is not None else None
+    flags = cancel_flags() if should_cancel is not None else None
+    if should_cancel is not None and should_cancel():
+        _cancel(task, flags, token, {})
     if any(s.finisher.error for s in states):
         raise RenderError(str(next(s.finisher.error for s in states if s.finisher.error)))
 
@@ -333,6 +363,8 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: list[_ResultState],
             height=native_h,
             num_inference_steps=profile.num_inference_steps,
             guidance_scale=profile.guidance_scale,
+            cancel_token=token,
+            cancel_flags=flags,
         )
         for state in states
         for chunk in state.plan.chunks
@@ -341,6 +373,8 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: list[_ResultState],
     in_flight: dict[ray.ObjectRef, tuple[object, ChunkWork]] = {}
 
     while todo or in_flight or audio_pending:
+        if should_cancel is not None and should_cancel():
+            _cancel(task, flags, token, in_flight)
         while idle and todo:
             worker = idle.pop(0)
             work = todo.popleft()
@@ -350,7 +384,10 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: list[_ResultState],
                 f"no video worker left for {len(todo)} chunk(s) of task {task.task_uuid} "
                 f"after {pool.replacements} replacement(s)"
             )
-        ready, _ = ray.wait([*in_flight, *audio_pending], num_returns=1)
+        timeout = _CANCEL_POLL_S if should_cancel is not None else None
+        ready, _ = ray.wait([*in_flight, *audio_pending], num_returns=1, timeout=timeout)
+        if not ready:
+            continue
         ref = ready[0]
         if ref in audio_pending:
             index, request = audio_pending.pop(ref)

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+import ray
+
+from farm.errors import TaskCancelledError
 from farm.noise import latent_noise
 from farm.planner import ChunkPlan
 from models.base import AudioRequest, ChunkRequest, ModelProfile, PromptEmbeds
@@ -30,6 +33,49 @@ class ChunkWork:
     height: int
     num_inference_steps: int
     guidance_scale: float
+    #: Set when the render may be cancelled: the worker asks ``cancel_flags`` (a ``CancelFlags``
+    #: actor handle) about it after every denoising step.
+    cancel_token: str | None = None
+    cancel_flags: object = None
+
+
+#: Name of the ``CancelFlags`` actor in the Ray namespace of the driver.
+CANCEL_FLAGS_ACTOR = "farm-cancel-flags"
+
+
+class CancelFlags:
+    """Tokens of cancelled renders (wrapped by ``ray.remote`` as one small named actor).
+
+    Ray cannot interrupt a running method of a synchronous actor, so a worker asks this actor after
+    every denoising step whether its render was cancelled and raises ``TaskCancelledError`` if so;
+    the chunk stops within one step and the worker is free for the next task.
+    """
+
+    def __init__(self):
+        self._tokens: set[str] = set()
+
+    def cancel(self, token: str) -> None:
+        """Mark ``token``'s render as cancelled."""
+        self._tokens.add(token)
+
+    def clear(self, token: str) -> None:
+        """Forget ``token`` once no chunk of its render can still be running."""
+        self._tokens.discard(token)
+
+    def is_cancelled(self, token: str) -> bool:
+        """Whether ``token``'s render was cancelled."""
+        return token in self._tokens
+
+
+def cancel_flags():
+    """The named ``CancelFlags`` actor, started on first use (no CPU reserved: it only answers).
+
+    Detached so it is started once per cluster rather than once per render (a named actor is
+    otherwise collected when the last handle goes away).
+    """
+    return ray.remote(CancelFlags).options(
+        name=CANCEL_FLAGS_ACTOR, get_if_exists=True, lifetime="detached", num_cpus=0, max_concurrency=64
+    ).remote()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,8 +142,16 @@ class VideoWorker:
             guidance_scale=work.guidance_scale,
             seed=work.seed,
         )
+        on_step = None
+        if work.cancel_token is not None and work.cancel_flags is not None:
+            flags = work.cancel_flags
+
+            def on_step(step: int, total: int) -> None:
+                if ray.get(flags.is_cancelled.remote(work.cancel_token)):
+                    raise TaskCancelledError(f"render {work.cancel_token} cancelled at step {step + 1}/{total}")
+
         with torch.inference_mode():
-            frames = self._backend.render_chunk(request)
+            frames = self._backend.render_chunk(request, on_step)
         return ChunkOutput(
             result_index=work.result_index,
             chunk_index=work.chunk.index,

@@ -1,0 +1,576 @@
+"""The task manager: admission, a fair queue, one runner thread, cancellation, restart and watch.
+
+``TaskManager`` implements ``farm.lifecycle.TaskService`` for both gateway faces. Every task is
+persisted in the ``TaskStore`` before it is acknowledged, so a restart resumes whatever was queued
+or running. One runner thread renders one task at a time on a warm ``WorkerPool`` per model (all
+the workers of the pool serve that task's chunks); the next task is chosen round-robin over the
+API keys that have queued tasks, oldest first within a key, so one busy client cannot starve the
+others.
+
+Threads: gateway handlers call ``submit``/``get``/``cancel`` from any thread; the runner thread
+renders and publishes ``ProgressEvent``s; ``watch`` subscribers live in asyncio event loops and
+receive events through ``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import json
+import logging
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+from farm.errors import (
+    DuplicateTaskError,
+    FarmError,
+    QueueFullError,
+    TaskCancelledError,
+    TaskNotFoundError,
+    TaskValidationError,
+    error_info,
+)
+from farm.lifecycle import ProgressEvent, ResultRecord, TaskRecord
+from farm.pool import WorkerPool
+from farm.render import RenderEvent, RenderResult, render_task, result_seeds
+from farm.store import TaskStore
+from farm.task import VideoInferenceTask
+from farm.validation import parse_task
+from models.base import ModelProfile
+from models.profiles import get_profile
+
+log = logging.getLogger(__name__)
+
+PoolFactory = Callable[[ModelProfile], WorkerPool]
+#: Called from the runner thread for each successful result: ``(record, task)``. It may return an
+#: updated ``ResultRecord`` (URL, upload/webhook outcome), which is stored; exceptions are logged.
+ResultCallback = Callable[[ResultRecord, VideoInferenceTask], "ResultRecord | None"]
+#: Renders a task; ``farm.render.render_task`` or a fake with the same signature in unit tests.
+RenderFunction = Callable[..., list[RenderResult]]
+
+_TERMINAL = ("done", "error", "cancelled")
+_FINISHED = ("success", "error", "cancelled")
+_CONTENT_TYPES = {"MP4": "video/mp4", "WEBM": "video/webm", "MOV": "video/quicktime"}
+#: Progress is written to SQLite at most this often per result (events still stream every change).
+_PROGRESS_WRITE_S = 0.5
+#: Retry-After when no task has finished yet to estimate from.
+_DEFAULT_RETRY_AFTER_S = 5.0
+
+
+def canonical_body(raw: dict) -> str:
+    """The task JSON as stored and compared for duplicates: sorted keys, no whitespace."""
+    return json.dumps(raw, sort_keys=True, separators=(",", ":"))
+
+
+class _FairQueue:
+    """Queued task UUIDs per API key, served round-robin over keys, oldest first within a key."""
+
+    def __init__(self):
+        self._by_key: collections.OrderedDict[str | None, collections.deque[str]] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._by_key.values())
+
+    def push(self, key: str | None, task_uuid: str) -> None:
+        self._by_key.setdefault(key, collections.deque()).append(task_uuid)
+
+    def remove(self, task_uuid: str) -> bool:
+        for key, tasks in self._by_key.items():
+            if task_uuid in tasks:
+                tasks.remove(task_uuid)
+                if not tasks:
+                    del self._by_key[key]
+                return True
+        return False
+
+    def pop(self) -> str | None:
+        """The next task; its key moves to the back of the rotation."""
+        if not self._by_key:
+            return None
+        key, tasks = next(iter(self._by_key.items()))
+        task_uuid = tasks.popleft()
+        del self._by_key[key]
+        if tasks:
+            self._by_key[key] = tasks
+        return task_uuid
+
+    def order(self) -> list[str]:
+        """Every queued task in the order ``pop`` would return them."""
+        lanes = [list(q) for q in self._by_key.values()]
+        ordered = []
+        for depth in range(max((len(lane) for lane in lanes), default=0)):
+            ordered.extend(lane[depth] for lane in lanes if depth < len(lane))
+        return ordered
+
+
+@dataclasses.dataclass
+class _Running:
+    task_uuid: str
+    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+
+
+class TaskManager:
+    """Admits, queues, renders and tracks ``videoInference`` tasks (implements ``TaskService``).
+
+    ``pool_factory(profile)`` builds a ``WorkerPool`` the first time a model is needed; the pool is
+    kept warm for later tasks. ``artifacts`` (anything with ``put(video_uuid, source, content_type,
+    ttl_s)``) receives each finished file; ``on_result`` is the gateway's hook for URLs, uploads and
+    webhooks; ``metrics`` (``farm.metrics.FarmMetrics`` or alike) is told about tasks, stages and
+    workers.
+
+    Cost (``includeCost``): ``(video model seconds x gpus_per_worker + audio model seconds x
+    min(gpus_per_worker, 0.25)) x price_per_gpu_second`` — measured model time of the result on
+    the GPUs its actors reserve (the audio actor takes at most a quarter GPU, see ``WorkerPool``).
+
+    Example::
+
+        manager = TaskManager(TaskStore(data / "tasks.db"), pool_factory=WorkerPool, out_dir=data / "out")
+        manager.start()
+        ack = manager.submit(task_json, api_key="k1")   # status "queued", queue_position 1
+        ...
+        manager.stop()
+    """
+
+    def __init__(
+        self,
+        store: TaskStore,
+        *,
+        pool_factory: PoolFactory,
+        out_dir: str | Path,
+        max_queue: int = 100,
+        artifacts: Any = None,
+        on_result: ResultCallback | None = None,
+        metrics: Any = None,
+        price_per_gpu_second: float = 0.0,
+        gpus_per_worker: float = 0.0,
+        known_models: tuple[str, ...] | None = None,
+        profile_lookup: Callable[[str], ModelProfile] = get_profile,
+        render: RenderFunction = render_task,
+    ):
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        self._store = store
+        self._pool_factory = pool_factory
+        self._out_dir = Path(out_dir)
+        self._max_queue = max_queue
+        self._artifacts = artifacts
+        self._on_result = on_result
+        self._metrics = metrics
+        self._price = price_per_gpu_second
+        self._gpus = gpus_per_worker
+        self._known_models = known_models
+        self._profile_lookup = profile_lookup
+        self._render = render
+
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._queue = _FairQueue()
+        self._running: _Running | None = None
+        self._stopping = False
+        self._admitting = True
+        self._thread: threading.Thread | None = None
+        self._pools: dict[str, WorkerPool] = {}
+        self._subscribers: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]]] = {}
+        self._task_seconds: collections.deque[float] = collections.deque(maxlen=20)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Re-queue every task the store holds as queued or running, then start the runner thread."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._queue = _FairQueue()
+            for record in self._store.unfinished_tasks():
+                # A task left running died with the previous process: it renders again from the
+                # start, with the same persisted seeds, so the result is the same.
+                if record.status == "running":
+                    self._reset_to_queued(record)
+                self._queue.push(record.api_key, record.task_uuid)
+            self._stopping = False
+            self._admitting = True
+            self._set_queue_depth()
+            self._thread = threading.Thread(target=self._run_loop, name="task-runner", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float | None = 30.0, *, shutdown_pools: bool = False) -> None:
+        """Stop admitting; interrupt the running task and leave it queued in the store; join.
+
+        The interrupted task keeps its persisted seeds and renders again on the next ``start``.
+        ``shutdown_pools`` also kills the worker pools this manager created.
+        """
+        with self._lock:
+            self._admitting = False
+            self._stopping = True
+            if self._running is not None:
+                self._running.cancel.set()
+            self._wake.notify_all()
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+        if shutdown_pools:
+            for pool in self._pools.values():
+                pool.shutdown()
+            self._pools.clear()
+
+    # -- TaskService ---------------------------------------------------------------------------
+
+    def submit(self, raw_task: dict, api_key: str | None) -> TaskRecord:
+        """Validate, persist and enqueue a task; see ``TaskService.submit``."""
+        task = self._parse(raw_task)
+        body = canonical_body(raw_task)
+        with self._lock:
+            existing = self._store.get_task(task.task_uuid)
+            if existing is not None:
+                if existing.body != body or existing.api_key != api_key:
+                    raise DuplicateTaskError(
+                        f"taskUUID {task.task_uuid} was already submitted with a different body"
+                    )
+                return self._with_position(existing)
+            if not self._admitting:
+                raise QueueFullError("the farm is shutting down; retry later", retry_after_s=self._retry_after())
+            if len(self._queue) >= self._max_queue:
+                raise QueueFullError(
+                    f"the queue is full ({self._max_queue} tasks waiting)", retry_after_s=self._retry_after()
+                )
+            # The base seed is fixed now and persisted, so a render resumed after a restart gives
+            # the same pictures as the one that was interrupted.
+            base_seed = task.seed if task.seed is not None else secrets.randbelow(2**31)
+            record = self._store.insert_task(
+                task.task_uuid, api_key, body, base_seed=base_seed, seeds=result_seeds(task, base_seed)
+            )
+            self._queue.push(api_key, task.task_uuid)
+            self._set_queue_depth()
+            self._wake.notify_all()
+            record = self._with_position(record)
+        if self._metrics:
+            self._metrics.task_submitted()
+        self._publish(ProgressEvent(task_uuid=task.task_uuid, kind="queued", queue_position=record.queue_position))
+        return record
+
+    def get(self, task_uuid: str, api_key: str | None) -> TaskRecord:
+        """The task and its results; ``TaskNotFoundError`` if absent or another key's."""
+        record = self._visible(task_uuid, api_key)
+        with self._lock:
+            return self._with_position(record)
+
+    def cancel(self, task_uuid: str, api_key: str | None) -> TaskRecord:
+        """Cancel a queued task at once, or a running one at its next denoising step.
+
+        Returns the record as it is now: ``cancelled`` for a queued task; for a running task the
+        status turns ``cancelled`` once its workers have stopped (a ``cancelled`` event follows).
+        Finished tasks are returned unchanged.
+        """
+        record = self._visible(task_uuid, api_key)
+        with self._lock:
+            if self._queue.remove(task_uuid):
+                self._finish_cancelled(task_uuid, "cancelled while queued")
+                self._set_queue_depth()
+            elif self._running is not None and self._running.task_uuid == task_uuid:
+                self._running.cancel.set()
+                return record
+            else:
+                return record
+        if self._metrics:
+            self._metrics.task_finished("cancelled")
+        self._publish(ProgressEvent(task_uuid=task_uuid, kind="cancelled", message="cancelled while queued"))
+        return self._store.get_task(task_uuid)
+
+    async def watch(self, task_uuid: str, api_key: str | None) -> AsyncIterator[ProgressEvent]:
+        """The current state as an event, then every event in order until done/error/cancelled."""
+        self._visible(task_uuid, api_key)
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue = asyncio.Queue()
+        subscriber = (loop, inbox)
+        # Subscribe before reading the state so no event falls between the two.
+        with self._lock:
+            self._subscribers.setdefault(task_uuid, []).append(subscriber)
+        try:
+            record = self.get(task_uuid, api_key)
+            first = self._state_event(record)
+            yield first
+            if first.kind in _TERMINAL:
+                return
+            while True:
+                event = await inbox.get()
+                yield event
+                if event.kind in _TERMINAL:
+                    return
+        finally:
+            with self._lock:
+                subscribers = self._subscribers.get(task_uuid, [])
+                if subscriber in subscribers:
+                    subscribers.remove(subscriber)
+                if not subscribers:
+                    self._subscribers.pop(task_uuid, None)
+
+    # -- extras for the gateway ----------------------------------------------------------------
+
+    def update_result(self, record: ResultRecord, *, delivered: bool = False) -> None:
+        """Store a result's new delivery state (URL, upload/webhook outcome); ``delivered`` emits an event."""
+        self._store.upsert_result(record)
+        if delivered:
+            self._publish(ProgressEvent(task_uuid=record.task_uuid, kind="delivered", result_index=record.index))
+
+    def result_path(self, task_uuid: str, index: int) -> Path | None:
+        """The local file of a finished result (before any artifact store moved it)."""
+        return self._store.result_path(task_uuid, index)
+
+    def queue_depth(self) -> int:
+        """How many tasks wait."""
+        with self._lock:
+            return len(self._queue)
+
+    # -- the runner ----------------------------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping and len(self._queue) == 0:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                task_uuid = self._queue.pop()
+                self._running = _Running(task_uuid)
+                running = self._running
+                self._set_queue_depth()
+            try:
+                self._run_one(running)
+            except BaseException:  # noqa: BLE001 - the runner must outlive any single task
+                log.exception("runner failed on task %s", task_uuid)
+                self._fail(task_uuid, "internalError", "the farm failed while running this task")
+            finally:
+                with self._lock:
+                    self._running = None
+
+    def _run_one(self, running: _Running) -> None:
+        task_uuid = running.task_uuid
+        record = self._store.get_task(task_uuid)
+        if record is None:
+            return
+        queued_s = time.time() - record.created_at
+        try:
+            task = self._parse(json.loads(record.body))
+            profile = self._profile_lookup(task.model)
+        except (TaskValidationError, KeyError, ValueError) as exc:
+            self._fail(task_uuid, "invalidParameter",
+                       f"task {task_uuid} cannot be resumed: its model or parameters are no longer served ({exc})")
+            return
+        base_seed = self._store.get_base_seed(task_uuid)
+
+        self._store.update_task_status(task_uuid, "running")
+        for result in record.results:
+            self._store.upsert_result(dataclasses.replace(result, status="running", progress=0.0))
+        if self._metrics:
+            self._metrics.observe_stage("queued", queued_s)
+        self._publish(ProgressEvent(task_uuid=task_uuid, kind="running"))
+
+        try:
+            pool = self._pool_for(profile)
+        except Exception as exc:  # noqa: BLE001 - reported on the task
+            log.exception("could not start workers for %s", profile.model_id)
+            self._fail(task_uuid, error_info(exc).code, f"could not start workers for {profile.model_id}: {exc}")
+            return
+        workers = len(pool.video_workers)
+        if self._metrics:
+            self._metrics.set_workers(workers, 0)
+
+        progress = _ProgressTracker(self, task_uuid, task, record.results)
+        try:
+            results = self._render(
+                task, pool, self._out_dir, base_seed=base_seed, on_event=progress.on_render_event,
+                should_cancel=running.cancel.is_set,
+            )
+        except TaskCancelledError:
+            if self._stopping:
+                # Shutdown, not the owner: keep the task for the next start.
+                self._reset_to_queued(self._store.get_task(task_uuid))
+                log.info("task %s interrupted by shutdown; it resumes on restart", task_uuid)
+            else:
+                self._finish_cancelled(task_uuid, "cancelled while running")
+                if self._metrics:
+                    self._metrics.task_finished("cancelled")
+                self._publish(ProgressEvent(task_uuid=task_uuid, kind="cancelled", message="cancelled while running"))
+            return
+        except Exception as exc:  # noqa: BLE001 - reported on the task
+            info = error_info(exc)
+            self._fail(task_uuid, info.code, str(exc))
+            return
+        finally:
+            if self._metrics:
+                self._metrics.set_workers(0, workers)
+
+        elapsed = time.perf_counter() - running.started
+        self._task_seconds.append(elapsed)
+        if self._metrics:
+            self._metrics.observe_stage("render", elapsed)
+        for result in results:
+            self._deliver(task, result, record.results[result.index])
+        self._store.update_task_status(task_uuid, "success")
+        if self._metrics:
+            self._metrics.task_finished("success")
+        self._publish(ProgressEvent(task_uuid=task_uuid, kind="done"))
+
+    def _deliver(self, task: VideoInferenceTask, result: RenderResult, stored: ResultRecord) -> None:
+        """Record one finished result, hand it to the artifact store and the gateway's hook."""
+        if self._metrics:
+            self._metrics.observe_result(result)
+            self._metrics.observe_stage("encode", result.timings.encode_s)
+        cost = None
+        if task.include_cost:
+            gpu_seconds = result.timings.model_s * self._gpus + result.timings.audio_s * min(self._gpus, 0.25)
+            cost = round(gpu_seconds * self._price, 8)
+        path = result.path
+        if self._artifacts is not None:
+            try:
+                artifact = self._artifacts.put(result.video_uuid, result.path, _CONTENT_TYPES[task.output_format],
+                                               task.ttl)
+                path = getattr(artifact, "path", path)
+            except Exception:  # noqa: BLE001 - the file stays local; delivery reports the failure
+                log.exception("artifact store refused %s", result.video_uuid)
+        record = dataclasses.replace(
+            stored, status="success", seed=result.seed, video_uuid=result.video_uuid, cost=cost, progress=1.0
+        )
+        self._store.upsert_result(record, path=path)
+        self._publish(ProgressEvent(task_uuid=task.task_uuid, kind="result", result_index=result.index,
+                                    extra={"video_uuid": result.video_uuid, "seed": result.seed}))
+        if self._on_result is not None:
+            started = time.perf_counter()
+            try:
+                updated = self._on_result(record, task)
+                if isinstance(updated, ResultRecord):
+                    self._store.upsert_result(updated)
+            except Exception:  # noqa: BLE001 - one failed delivery must not stop the farm
+                log.exception("on_result failed for %s result %d", task.task_uuid, result.index)
+            if self._metrics:
+                self._metrics.observe_stage("deliver", time.perf_counter() - started)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _parse(self, raw: dict) -> VideoInferenceTask:
+        if self._known_models is None:
+            return parse_task(raw)
+        return parse_task(raw, known_models=self._known_models)
+
+    def _pool_for(self, profile: ModelProfile) -> WorkerPool:
+        pool = self._pools.get(profile.model_id)
+        if pool is None:
+            pool = self._pool_factory(profile)
+            self._pools[profile.model_id] = pool
+        return pool
+
+    def _visible(self, task_uuid: str, api_key: str | None) -> TaskRecord:
+        record = self._store.get_task(task_uuid)
+        # A task submitted with a key belongs to that key alone; the same "not found" answer for
+        # absent and foreign tasks reveals nothing about other clients' UUIDs.
+        if record is None or (record.api_key is not None and record.api_key != api_key):
+            raise TaskNotFoundError(f"task {task_uuid} not found")
+        return record
+
+    def _with_position(self, record: TaskRecord) -> TaskRecord:
+        """``record`` with its 1-based queue position while queued (caller holds the lock)."""
+        if record.status != "queued":
+            return record
+        order = self._queue.order()
+        position = order.index(record.task_uuid) + 1 if record.task_uuid in order else None
+        return dataclasses.replace(record, queue_position=position)
+
+    def _reset_to_queued(self, record: TaskRecord | None) -> None:
+        if record is None:
+            return
+        self._store.update_task_status(record.task_uuid, "queued")
+        for result in record.results:
+            self._store.upsert_result(dataclasses.replace(result, status="queued", progress=0.0))
+
+    def _finish_cancelled(self, task_uuid: str, message: str) -> None:
+        record = self._store.get_task(task_uuid)
+        self._store.update_task_status(task_uuid, "cancelled", message)
+        for result in record.results if record else ():
+            if result.status not in _FINISHED:
+                self._store.upsert_result(dataclasses.replace(
+                    result, status="cancelled", error_code=TaskCancelledError.code, error_message=message))
+
+    def _fail(self, task_uuid: str, code: str, message: str) -> None:
+        record = self._store.get_task(task_uuid)
+        self._store.update_task_status(task_uuid, "error", message)
+        for result in record.results if record else ():
+            if result.status not in _FINISHED:
+                self._store.upsert_result(
+                    dataclasses.replace(result, status="error", error_code=code, error_message=message))
+        if self._metrics:
+            self._metrics.task_finished("error")
+        self._publish(ProgressEvent(task_uuid=task_uuid, kind="error", message=message, extra={"code": code}))
+
+    def _retry_after(self) -> float:
+        if not self._task_seconds:
+            return _DEFAULT_RETRY_AFTER_S
+        return round(sum(self._task_seconds) / len(self._task_seconds), 1)
+
+    def _set_queue_depth(self) -> None:
+        if self._metrics:
+            self._metrics.set_queue_depth(len(self._queue))
+
+    def _state_event(self, record: TaskRecord) -> ProgressEvent:
+        """The first event of ``watch``: where the task stands now."""
+        kind = {"queued": "queued", "running": "running", "success": "done", "error": "error",
+                "cancelled": "cancelled"}[record.status]
+        message = (self._store.get_error(record.task_uuid) or "") if kind in ("error", "cancelled") else ""
+        return ProgressEvent(task_uuid=record.task_uuid, kind=kind, queue_position=record.queue_position,
+                             message=message)
+
+    def _publish(self, event: ProgressEvent) -> None:
+        """Hand ``event`` to every watcher of its task, in each watcher's own event loop."""
+        with self._lock:
+            subscribers = list(self._subscribers.get(event.task_uuid, ()))
+        for loop, inbox in subscribers:
+            try:
+                loop.call_soon_threadsafe(inbox.put_nowait, event)
+            except RuntimeError:  # the watcher's loop is closed; its finally clause cleans up
+                pass
+
+
+class _ProgressTracker:
+    """Turns ``RenderEvent``s into ``ProgressEvent``s and throttled progress writes."""
+
+    def __init__(self, manager: TaskManager, task_uuid: str, task: VideoInferenceTask,
+                 results: tuple[ResultRecord, ...]):
+        self._manager = manager
+        self._task_uuid = task_uuid
+        self._chunks: dict[int, tuple[int, int]] = {}
+        self._frames: dict[int, int] = {}
+        self._num_frames = task.num_frames
+        self._records = {r.index: r for r in results}
+        self._written = collections.defaultdict(float)
+        self._encoding_announced: set[int] = set()
+
+    def on_render_event(self, event: RenderEvent) -> None:
+        index = event.result_index
+        if event.stage == "chunk":
+            self._chunks[index] = (event.done, event.total)
+            self._manager._publish(ProgressEvent(
+                task_uuid=self._task_uuid, kind="chunks", result_index=index,
+                chunks_done=event.done, chunks_total=event.total))
+        elif event.stage == "encode":
+            self._frames[index] = event.done
+            if index not in self._encoding_announced or event.done == event.total:
+                self._encoding_announced.add(index)
+                self._manager._publish(ProgressEvent(
+                    task_uuid=self._task_uuid, kind="encoding", result_index=index,
+                    frames_encoded=event.done, frames_total=event.total))
+        else:
+            return
+        self._write(index, force=event.stage == "encode" and event.done == event.total)
+
+    def _write(self, index: int, force: bool) -> None:
+        # Half the weight on chunks rendered, half on frames encoded.
+        done, total = self._chunks.get(index, (0, 1))
+        progress = 0.5 * done / max(total, 1) + 0.5 * self._frames.get(index, 0) / max(self._num_frames, 1)
+        now = time.monotonic()
+        if force or now - self._written[index] >= _PROGRESS_WRITE_S:
+            self._written[index] = now
+            self._manager._store.set_progress(self._task_uuid, index, round(min(progress, 1.0), 4))
