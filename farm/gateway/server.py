@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import signal
 import threading
@@ -296,7 +297,8 @@ class Gateway:
             await self._health.enter_graceful_shutdown()
         if self.manager is not None:
             # The running task is interrupted and stays queued in the store: the next start resumes it.
-            await asyncio.to_thread(self.manager.stop)
+            # The pools are this gateway's: free their actors (and Ray CPUs/GPUs) for whoever comes next.
+            await asyncio.to_thread(functools.partial(self.manager.stop, shutdown_pools=True))
         if self._grpc_server is not None:
             await self._grpc_server.stop(grace)
         if self._http_runner is not None:

@@ -150,3 +150,32 @@ def test_refused_webhook_url_names_the_field(farm_gateway, make_task):
                         timeout=30)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "webhookURL" in caught.value.details()
+
+
+def test_restart_mid_job_then_the_task_finishes(tmp_path, ray_cluster, make_task):
+    """A gateway stopped while rendering; a new one on the same data dir answers and finishes it."""
+    from farm.gateway.server import Gateway, GatewayConfig
+
+    config = GatewayConfig(grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(tmp_path / "data"), workers=1)
+    raw = make_task(**SMALL)
+    raw.pop("resolution")
+    task = json_format.ParseDict(raw, farm_pb2.VideoInferenceTask())
+    with GatewayThread(Gateway(config)) as first:
+        with grpc.insecure_channel(first.grpc_target) as channel:
+            stub = farm_pb2_grpc.VideoInferenceStub(channel)
+            stub.Submit(farm_pb2.SubmitRequest(tasks=[task]), timeout=30)
+            for event in stub.Watch(farm_pb2.WatchRequest(task_uuid=task.task_uuid), timeout=300):
+                if event.kind == "chunks":
+                    break  # rendering has started: stop the gateway under it
+    with GatewayThread(Gateway(config)) as second:
+        with grpc.insecure_channel(second.grpc_target) as channel:
+            stub = farm_pb2_grpc.VideoInferenceStub(channel)
+            answer = stub.GetResponse(farm_pb2.GetResponseRequest(task_uuid=task.task_uuid), timeout=30)
+            assert answer.data and answer.data[0].task_uuid == task.task_uuid
+            deadline = time.time() + 300
+            while time.time() < deadline:
+                answer = stub.GetResponse(farm_pb2.GetResponseRequest(task_uuid=task.task_uuid), timeout=30)
+                if all(r.status != "processing" for r in answer.data):
+                    break
+                time.sleep(0.5)
+    assert [r.status for r in answer.data] == ["success"], answer
