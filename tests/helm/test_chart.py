@@ -154,6 +154,14 @@ def test_scaling_values_reach_the_raycluster(chart):
     assert (video["replicas"], video["minReplicas"], video["maxReplicas"]) == (3, 2, 12)
 
 
+def test_empty_ray_start_params_render_as_an_empty_map(chart):
+    extra = {"enabled": True, "replicas": 0, "minReplicas": 0, "maxReplicas": 1, "rayStartParams": {},
+             "resources": {"requests": {"cpu": "1"}}}
+    docs = render(chart, {"rayCluster": {"workerGroups": {"spare": extra}}})
+    groups = {g["groupName"]: g for g in one(docs, "RayCluster")["spec"]["workerGroupSpecs"]}
+    assert groups["spare"]["rayStartParams"] == {}
+
+
 def test_per_group_scheduling_values_are_rendered(chart):
     docs = render(chart, scenario_values("large-gpu-pool-values.yaml"))
     groups = {g["groupName"]: g["template"]["spec"] for g in one(docs, "RayCluster")["spec"]["workerGroupSpecs"]}
