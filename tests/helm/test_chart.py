@@ -58,6 +58,11 @@ def one(docs: list[dict], kind: str) -> dict:
     return found[0]
 
 
+def farm_config(docs: list[dict]) -> dict:
+    """The ConfigMap with config.yaml and profiles.yaml (the dashboard has its own)."""
+    return next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == f"{RELEASE}-config")
+
+
 @pytest.fixture(scope="module", params=SCENARIOS)
 def scenario(request, chart):
     values = scenario_values(request.param)
@@ -201,9 +206,30 @@ def test_gateway_joins_the_raycluster_and_serves_both_ports(chart):
     assert one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert one(docs, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
     # The API keys reach the config only through the Secret, never through the ConfigMap.
-    config = yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])
+    config = yaml.safe_load(farm_config(docs)["data"]["config.yaml"])
     assert "api_keys" not in config and config["max_queue"] == 256
     assert {v["name"] for v in pod["volumes"]} >= {"artifacts", "config", "api-keys"}
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_gateway_command_and_config_are_what_farm_serve_accepts(chart, name):
+    """The rendered args parse with the real ``farm serve`` parser and config.yaml has only known keys."""
+    try:
+        from farm.cli import _build_parser
+        from farm.gateway.server import CONFIG_KEYS, GatewayConfig
+    except ImportError as error:
+        pytest.skip(f"the gateway is not in this tree yet: {error}")
+    docs = render(chart, scenario_values(name))
+    gateway = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    try:
+        parsed = _build_parser().parse_args(gateway["args"])
+    except SystemExit:
+        pytest.fail(f"farm {' '.join(gateway['args'])} is refused by the CLI")
+    assert parsed.command == "serve" and parsed.ray_address and parsed.config == "/run/farm/config.yaml"
+    config = yaml.safe_load(farm_config(docs)["data"]["config.yaml"])
+    config["api_keys"] = ["k" * 16]  # what the init container adds from the Secret
+    assert set(config) <= set(CONFIG_KEYS), sorted(set(config) - set(CONFIG_KEYS))
+    GatewayConfig(**config)
 
 
 def test_explicit_ray_address_wins(chart):
@@ -224,13 +250,12 @@ def test_api_keys_secret_created_or_existing(chart):
 def test_weights_mount_read_only_and_passed_to_the_gateway(chart):
     docs = render(chart, scenario_values("weights-pvc-values.yaml"))
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
-    args = pod["containers"][0]["args"]
-    assert "--weights=/models/Wan2.1-T2V-1.3B-Diffusers" in args
-    assert "--audio-weights=/models/stable-audio-open-1.0" in args
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["weights"] == {"name": "weights", "mountPath": "/models", "readOnly": True}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["weights"]["persistentVolumeClaim"] == {"claimName": "model-weights", "readOnly": True}
     assert by_kind(docs, "PersistentVolumeClaim") == [], "existing claims: the chart creates none"
-    profiles = yaml.safe_load(one(docs, "ConfigMap")["data"]["profiles.yaml"])
+    profiles = yaml.safe_load(farm_config(docs)["data"]["profiles.yaml"])
     assert profiles["wan-1.3b"]["video"] == "/models/Wan2.1-T2V-1.3B-Diffusers"
     hostpath = render(chart, scenario_values("hostpath-cpu-audio-values.yaml"))
     video = next(g for g in one(hostpath, "RayCluster")["spec"]["workerGroupSpecs"] if g["groupName"] == "video")
