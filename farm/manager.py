@@ -405,10 +405,7 @@ class TaskManager:
             if self._metrics:
                 self._metrics.set_workers(0, workers)
 
-        elapsed = time.perf_counter() - running.started
-        self._task_seconds.append(elapsed)
-        if self._metrics:
-            self._metrics.observe_stage("render", elapsed)
+        self._task_seconds.append(time.perf_counter() - running.started)
         for result in results:
             self._deliver(task, result, record.results[result.index])
         self._store.update_task_status(task_uuid, "success")
@@ -419,8 +416,9 @@ class TaskManager:
     def _deliver(self, task: VideoInferenceTask, result: RenderResult, stored: ResultRecord) -> None:
         """Record one finished result, hand it to the artifact store and the gateway's hook."""
         if self._metrics:
+            # Observes the render and encode stages too.
             self._metrics.observe_result(result)
-            self._metrics.observe_stage("encode", result.timings.encode_s)
+            self._metrics.result_finished("success")
         cost = None
         if task.include_cost:
             gpu_seconds = result.timings.model_s * self._gpus + result.timings.audio_s * min(self._gpus, 0.25)
@@ -494,6 +492,8 @@ class TaskManager:
             if result.status not in _FINISHED:
                 self._store.upsert_result(dataclasses.replace(
                     result, status="cancelled", error_code=TaskCancelledError.code, error_message=message))
+                if self._metrics:
+                    self._metrics.result_finished("cancelled")
 
     def _fail(self, task_uuid: str, code: str, message: str) -> None:
         record = self._store.get_task(task_uuid)
@@ -502,6 +502,9 @@ class TaskManager:
             if result.status not in _FINISHED:
                 self._store.upsert_result(
                     dataclasses.replace(result, status="error", error_code=code, error_message=message))
+                if self._metrics:
+                    self._metrics.result_finished("error")
+                    self._metrics.render_failed(code)
         if self._metrics:
             self._metrics.task_finished("error")
         self._publish(ProgressEvent(task_uuid=task_uuid, kind="error", message=message, extra={"code": code}))
@@ -552,6 +555,8 @@ class _ProgressTracker:
         index = event.result_index
         if event.stage == "chunk":
             self._chunks[index] = (event.done, event.total)
+            if self._manager._metrics:
+                self._manager._metrics.observe_chunk(event.seconds)
             self._manager._publish(ProgressEvent(
                 task_uuid=self._task_uuid, kind="chunks", result_index=index,
                 chunks_done=event.done, chunks_total=event.total))

@@ -55,6 +55,8 @@ class RenderEvent:
     result_index: int
     done: int
     total: int
+    #: For ``chunk``: the model seconds of the chunk just rendered (metrics); else 0.
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -420,7 +422,7 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: list[_ResultState],
         state.model_activity.append((chunk.started_at, chunk.started_at + chunk.seconds))
         state.finisher.add_chunk(chunk)
         emit(RenderEvent(stage="chunk", result_index=chunk.result_index, done=state.chunks_done,
-                         total=len(state.plan.chunks)))
+                         total=len(state.plan.chunks), seconds=chunk.seconds))
         failed = next((s for s in states if s.finisher.error is not None), None)
         if failed is not None:
             raise RenderError(f"result {failed.index} failed while encoding: {failed.finisher.error}")

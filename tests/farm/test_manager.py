@@ -393,3 +393,24 @@ def test_real_render_resumes_after_stop_and_watch_ends_with_done(real_manager, m
     assert kinds.index("running") < kinds.index("chunks") < kinds.index("result")
     info = probe(second.result_path(task["taskUUID"], 0))
     assert info.frames == 96
+
+
+def test_metrics_count_tasks_results_chunks_and_queue_depth(fake_manager, make_task):
+    from farm.metrics import FarmMetrics
+
+    metrics = FarmMetrics()
+    manager = fake_manager(metrics=metrics)
+    kept, dropped = make_task(), make_task()
+    manager.submit(kept, None)
+    manager.submit(dropped, None)
+    assert metrics.queue_depth._value.get() == 2
+    manager.cancel(dropped["taskUUID"], None)
+    manager.start()
+    wait_for(lambda: finished(manager, kept["taskUUID"]))
+    body = metrics.exposition()[0].decode()
+    assert "farm_tasks_submitted_total 2.0" in body
+    assert 'farm_tasks_finished_total{status="success"} 1.0' in body
+    assert 'farm_tasks_finished_total{status="cancelled"} 1.0' in body
+    assert 'farm_results_finished_total{status="success"} 1.0' in body
+    assert "farm_chunk_seconds_count 1.0" in body
+    assert metrics.queue_depth._value.get() == 0
