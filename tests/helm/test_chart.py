@@ -139,7 +139,8 @@ def test_raycluster_has_the_fields_kuberay_requires(scenario):
         containers = group["template"]["spec"]["containers"]
         assert containers and all("resources" in c for c in containers), group_name
         mounts = {m["name"]: m for m in containers[0]["volumeMounts"]}
-        assert "artifacts" in mounts, group_name
+        shared = values.get("artifacts", {}).get("mountInRayPods", True)
+        assert ("artifacts" in mounts) is shared, group_name
         if "weights" in mounts:
             assert mounts["weights"]["readOnly"] is True
 

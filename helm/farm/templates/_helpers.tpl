@@ -103,11 +103,15 @@ app.kubernetes.io/component: gateway
 {{- default (printf "%s-artifacts" (include "farm.fullname" .)) .Values.artifacts.pvc.existingClaim }}
 {{- end }}
 
-{{/* Volumes shared by the gateway and the Ray pods: weights (read-only), artifacts, farm config. */}}
+{{/* Volumes shared by the gateway and the Ray pods: weights (read-only), artifacts, farm config. . is a dict: root, ray (bool). */}}
 {{- define "farm.volumes" -}}
+{{- $ray := .ray }}
+{{- with .root }}
+{{- if or (not $ray) .Values.artifacts.mountInRayPods }}
 - name: artifacts
   persistentVolumeClaim:
     claimName: {{ include "farm.artifactsClaim" . }}
+{{- end }}
 - name: config
   configMap:
     name: {{ include "farm.configName" . }}
@@ -124,10 +128,15 @@ app.kubernetes.io/component: gateway
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end }}
 
 {{- define "farm.volumeMounts" -}}
+{{- $ray := .ray }}
+{{- with .root }}
+{{- if or (not $ray) .Values.artifacts.mountInRayPods }}
 - name: artifacts
   mountPath: {{ .Values.artifacts.mountPath }}
+{{- end }}
 - name: config
   mountPath: /etc/farm
   readOnly: true
@@ -135,6 +144,7 @@ app.kubernetes.io/component: gateway
 - name: weights
   mountPath: {{ .Values.weights.mountPath }}
   readOnly: true
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -185,11 +195,11 @@ spec:
       resources:
         {{- toYaml $group.resources | nindent 8 }}
       volumeMounts:
-        {{- include "farm.volumeMounts" $root | nindent 8 }}
+        {{- include "farm.volumeMounts" (dict "root" $root "ray" true) | nindent 8 }}
         - name: ray-logs
           mountPath: /tmp/ray
   volumes:
-    {{- include "farm.volumes" $root | nindent 4 }}
+    {{- include "farm.volumes" (dict "root" $root "ray" true) | nindent 4 }}
     - name: ray-logs
       emptyDir: {}
   {{- with $group.nodeSelector }}
