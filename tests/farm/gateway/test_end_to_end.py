@@ -29,10 +29,11 @@ SMALL = {"width": 256, "height": 144, "resolution": None, "duration": 3, "output
 
 
 class Receiver:
-    """A real HTTP webhook receiver on loopback that fails the first ``fail_first`` calls."""
+    """Real HTTP receivers on loopback: POST /hook (fails the first ``fail_first`` calls), PUT /put."""
 
     def __init__(self, fail_first: int = 0):
         self.calls: list[tuple[dict, dict]] = []
+        self.uploads: list[tuple[dict, bytes]] = []
         self.fail_first = fail_first
         self.loop = None
         self.port = None
@@ -52,6 +53,12 @@ class Receiver:
         async def main():
             app = web.Application()
             app.router.add_post("/hook", hook)
+
+            async def put(request):
+                self.uploads.append((dict(request.headers), await request.read()))
+                return web.Response(status=200)
+
+            app.router.add_put("/put", put)
             runner = web.AppRunner(app)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -76,7 +83,8 @@ def farm_gateway(tmp_path, ray_cluster):
 
 def test_submit_watch_poll_download_decode(farm_gateway, make_task, tmp_path):
     receiver = Receiver(fail_first=2)
-    raw = make_task(**SMALL, includeCost=True, webhookURL=f"http://127.0.0.1:{receiver.port}/hook")
+    raw = make_task(**SMALL, includeCost=True, webhookURL=f"http://127.0.0.1:{receiver.port}/hook",
+                    uploadEndpoint=f"http://127.0.0.1:{receiver.port}/put")
     raw.pop("resolution")
     task = json_format.ParseDict(raw, farm_pb2.VideoInferenceTask())
     with grpc.insecure_channel(farm_gateway.grpc_target) as channel:
@@ -134,10 +142,14 @@ def test_submit_watch_poll_download_decode(farm_gateway, make_task, tmp_path):
         deadline = time.time() + 30
         while time.time() < deadline:
             answer = stub.GetResponse(farm_pb2.GetResponseRequest(task_uuid=task.task_uuid), timeout=30)
-            if answer.data[0].webhook_status == "delivered":
+            if answer.data[0].webhook_status == "delivered" and answer.data[0].upload_status == "delivered":
                 break
             time.sleep(0.2)
     assert answer.data[0].webhook_status == "delivered"
+    # The upload: the raw file bytes, PUT once, with the video's content type.
+    assert answer.data[0].upload_status == "delivered"
+    ((headers, uploaded),) = receiver.uploads
+    assert uploaded == body and headers["Content-Type"] == "video/mp4"
 
 
 def test_refused_webhook_url_names_the_field(farm_gateway, make_task):
@@ -179,3 +191,83 @@ def test_restart_mid_job_then_the_task_finishes(tmp_path, ray_cluster, make_task
                     break
                 time.sleep(0.5)
     assert [r.status for r in answer.data] == ["success"], answer
+
+
+def test_cancel_frees_the_workers_and_isolation_between_keys(tmp_path, ray_cluster, make_task):
+    """Cancel mid-render ends Watch with 'cancelled'; the next task renders; keys see only their tasks."""
+    from farm.gateway.server import Gateway, GatewayConfig
+
+    config = GatewayConfig(grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(tmp_path / "data"), workers=1,
+                           api_keys=["alice", "bob"])
+    alice, bob = (("authorization", "Bearer alice"),), (("authorization", "Bearer bob"),)
+    first, second = (make_task(**SMALL) for _ in range(2))
+    for raw in (first, second):
+        raw.pop("resolution")
+    first["duration"] = 15  # long enough to be cancelled while rendering
+    with GatewayThread(Gateway(config)) as running, grpc.insecure_channel(running.grpc_target) as channel:
+        stub = farm_pb2_grpc.VideoInferenceStub(channel)
+        message = json_format.ParseDict(first, farm_pb2.VideoInferenceTask())
+        stub.Submit(farm_pb2.SubmitRequest(tasks=[message]), metadata=alice, timeout=30)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.GetResponse(farm_pb2.GetResponseRequest(task_uuid=first["taskUUID"]), metadata=bob, timeout=30)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Cancel(farm_pb2.CancelRequest(task_uuid=first["taskUUID"]), metadata=bob, timeout=30)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+        kinds = []
+        for event in stub.Watch(farm_pb2.WatchRequest(task_uuid=first["taskUUID"]), metadata=alice, timeout=300):
+            kinds.append(event.kind)
+            if event.kind == "chunks" and "cancel-sent" not in kinds:
+                kinds.append("cancel-sent")
+                stub.Cancel(farm_pb2.CancelRequest(task_uuid=first["taskUUID"]), metadata=alice, timeout=30)
+        assert kinds[-1] == "cancelled", kinds
+        answer = stub.GetResponse(farm_pb2.GetResponseRequest(task_uuid=first["taskUUID"]), metadata=alice, timeout=30)
+        assert {r.state for r in answer.data} == {"cancelled"} and answer.errors[0].code == "taskCancelled"
+
+        # The workers are free again: bob's task renders to the end.
+        message = json_format.ParseDict(second, farm_pb2.VideoInferenceTask())
+        stub.Submit(farm_pb2.SubmitRequest(tasks=[message]), metadata=bob, timeout=30)
+        events = list(stub.Watch(farm_pb2.WatchRequest(task_uuid=second["taskUUID"]), metadata=bob, timeout=300))
+        assert events[-1].kind == "done", [e.kind for e in events]
+
+
+def test_500_submissions_from_50_clients_none_lost(tmp_path, ray_cluster, make_task):
+    """Every submission is acknowledged or refused with RESOURCE_EXHAUSTED; every ack can be polled."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from farm.gateway.server import Gateway, GatewayConfig
+
+    config = GatewayConfig(grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(tmp_path / "data"), workers=1,
+                           max_queue=40)
+    tasks = [make_task(**SMALL) for _ in range(500)]
+    for raw in tasks:
+        raw.pop("resolution")
+
+    def client(batch):
+        outcomes = []
+        with grpc.insecure_channel(target) as channel:
+            stub = farm_pb2_grpc.VideoInferenceStub(channel)
+            for raw in batch:
+                message = json_format.ParseDict(raw, farm_pb2.VideoInferenceTask())
+                try:
+                    ack = stub.Submit(farm_pb2.SubmitRequest(tasks=[message]), timeout=60)
+                    outcomes.append((raw["taskUUID"], "ack" if ack.data[0].task_uuid == raw["taskUUID"] else "bad"))
+                except grpc.RpcError as error:
+                    outcomes.append((raw["taskUUID"], error.code().name))
+        return outcomes
+
+    with GatewayThread(Gateway(config)) as running:
+        target = running.grpc_target
+        with ThreadPoolExecutor(50) as pool:
+            outcomes = [o for batch in pool.map(client, [tasks[i::50] for i in range(50)]) for o in batch]
+        assert len(outcomes) == 500
+        assert {kind for _, kind in outcomes} <= {"ack", "RESOURCE_EXHAUSTED"}, outcomes
+        acked = [task_uuid for task_uuid, kind in outcomes if kind == "ack"]
+        # The queue bound, plus whatever left the queue to render during the burst.
+        assert 40 <= len(acked) < 500
+        with grpc.insecure_channel(target) as channel:
+            stub = farm_pb2_grpc.VideoInferenceStub(channel)
+            for task_uuid in acked:
+                answer = stub.GetResponse(farm_pb2.GetResponseRequest(task_uuid=task_uuid), timeout=30)
+                assert answer.data[0].task_uuid == task_uuid
