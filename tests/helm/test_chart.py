@@ -149,6 +149,30 @@ def test_raycluster_has_the_fields_kuberay_requires(scenario):
     assert int(video["requests"]["nvidia.com/gpu"]) >= 1
 
 
+#: Field names of KubeRay's ray.io/v1 RayCluster types (ray-operator/apis/ray/v1/raycluster_types.go).
+RAYCLUSTER_SPEC_FIELDS = {"headGroupSpec", "workerGroupSpecs", "rayVersion", "enableInTreeAutoscaling",
+                          "autoscalerOptions", "headServiceAnnotations", "suspend"}
+HEAD_GROUP_FIELDS = {"serviceType", "headService", "enableIngress", "rayStartParams", "template"}
+WORKER_GROUP_FIELDS = {"groupName", "replicas", "minReplicas", "maxReplicas", "numOfHosts", "rayStartParams",
+                       "template", "scaleStrategy"}
+AUTOSCALER_FIELDS = {"resources", "image", "imagePullPolicy", "env", "envFrom", "volumeMounts", "securityContext",
+                     "idleTimeoutSeconds", "upscalingMode"}
+
+
+def test_raycluster_uses_only_kuberay_field_names(scenario):
+    """The CRD prunes unknown fields silently: a misspelt one would just vanish on the cluster."""
+    name, _, docs = scenario
+    spec = one(docs, "RayCluster")["spec"]
+    assert set(spec) <= RAYCLUSTER_SPEC_FIELDS, name
+    assert {"headGroupSpec", "workerGroupSpecs"} <= set(spec)
+    assert set(spec["headGroupSpec"]) <= HEAD_GROUP_FIELDS
+    assert set(spec.get("autoscalerOptions", {})) <= AUTOSCALER_FIELDS
+    assert spec.get("autoscalerOptions", {}).get("upscalingMode", "Default") in {"Default", "Aggressive", "Conservative"}
+    for group in spec["workerGroupSpecs"]:
+        assert set(group) <= WORKER_GROUP_FIELDS, group["groupName"]
+        assert {"groupName", "minReplicas", "maxReplicas", "rayStartParams", "template"} <= set(group)
+
+
 def test_default_groups_video_audio_cpu(chart):
     groups = [g["groupName"] for g in one(render(chart), "RayCluster")["spec"]["workerGroupSpecs"]]
     assert sorted(groups) == ["audio", "cpu", "video"]
@@ -288,6 +312,7 @@ def test_long_release_names_fit_kubernetes_limits(chart):
     {"rayCluster": {"head": {"gpus": 1}}},
     {"monitoring": {"enabled": "yes"}},
     {"monitoring": {"interval": "often"}},
+    {"rayCluster": {"autoscalerOptions": {"upscalingMode": "Fast"}}},
     {"apiKeys": {"keys": ["short"]}},
     {"config": {"max_queue": 0}},
     {"config": {"typo_key": 1}},
@@ -404,6 +429,13 @@ def test_dashboard_queries_only_exported_metrics():
             used.add(base if base != name and base in histograms else name)
     assert used, "the dashboard queries no farm_* metric"
     assert used <= exported, f"not exported by the gateway: {sorted(used - exported)}"
+
+
+def test_operating_doc_explains_every_exported_metric():
+    exported = exported_metric_names()
+    doc = (CHART.parents[1] / "docs" / "operating.md").read_text()
+    missing = sorted(name for name in exported if f"`{name}`" not in doc)
+    assert missing == [], f"docs/operating.md does not explain {missing}"
 
 
 def test_dashboard_shows_what_operators_watch():
