@@ -77,9 +77,15 @@ def test_scenarios_exist():
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_lint_is_clean(name):
-    report = helm.lint(CHART, scenario_values(name), strict=True, namespace=NAMESPACE)
+    report = helm.lint(CHART, scenario_values(name), strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSIONS[0]}")
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert report["errors"] == [] and problems == [], report
+
+
+def test_lint_reports_bad_values():
+    """The lint above is not vacuous: it sees schema violations."""
+    report = helm.lint(CHART, {"gateway": {"replicas": 5}}, strict=True)
+    assert any("/gateway/replicas" in error for error in report["errors"])
 
 
 # --- Kubernetes schemas -------------------------------------------------------------------------------
@@ -399,6 +405,17 @@ def test_monitoring_renders_monitors_and_dashboard(chart):
     # Prometheus may scrape the gateway even when API clients are restricted.
     rules = one(docs, "NetworkPolicy")["spec"]["ingress"]
     assert any(r["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "monitoring" for r in rules)
+
+
+def test_packaged_chart_carries_the_dashboard(tmp_path):
+    """helm package honours .helmignore: the archive must still hold the dashboard and the schema."""
+    archive = helm.package(CHART, destination=tmp_path)
+    packaged = helm.Chart.load_archive(Path(archive).read_bytes())
+    docs = render(packaged, {"monitoring": {"enabled": True}})
+    dashboard = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard"))
+    assert json.loads(dashboard["data"]["farm.json"])["panels"]
+    with pytest.raises(helm.HelmValuesError):
+        packaged.render({"bogus": 1}, name=RELEASE, namespace=NAMESPACE)
 
 
 def dashboard_exprs() -> list[str]:
