@@ -84,6 +84,8 @@ def _add_gateway_commands(commands) -> None:
                        help="YAML file: api_keys, allow_urls, max_queue, price_per_gpu_second, public_base_url, ...")
     serve.add_argument("--ray-address", default=None, help="join this Ray cluster; default: embedded local Ray")
     serve.add_argument("--workers", type=int, default=None, help="video worker actors per model [2]")
+    serve.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve gRPC and HTTP over TLS")
+    serve.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
     for name, helptext in (("submit", "submit a task file to a gateway"),
                            ("status", "print a task's results"),
                            ("cancel", "cancel a task")):
@@ -96,6 +98,8 @@ def _add_gateway_commands(commands) -> None:
         else:
             command.add_argument("uuid", help="the taskUUID")
         command.add_argument("--server", default=DEFAULT_SERVER, help="gateway gRPC address HOST:PORT")
+        command.add_argument("--tls-ca", default=None,
+                             help="connect with TLS, trusting this PEM CA bundle ('system' for the system roots)")
         command.add_argument("--api-key", default=None,
                              help="API key sent as 'authorization: Bearer <key>' (default: $FARM_API_KEY)")
 
@@ -229,7 +233,8 @@ def _serve(args: argparse.Namespace) -> int:
     from farm.gateway.server import GatewayConfig, serve
 
     flags = {"grpc_port": args.grpc_port, "http_port": args.http_port, "host": args.host,
-             "data_dir": args.data_dir, "ray_address": args.ray_address, "workers": args.workers}
+             "data_dir": args.data_dir, "ray_address": args.ray_address, "workers": args.workers,
+             "tls_cert": args.tls_cert, "tls_key": args.tls_key}
     try:
         if args.config:
             config = GatewayConfig.from_file(args.config, **flags)
@@ -251,7 +256,11 @@ def _client(args: argparse.Namespace):
 
     from farm.v1 import farm_pb2_grpc
 
-    channel = grpc.insecure_channel(args.server)
+    if args.tls_ca:
+        roots = None if args.tls_ca == "system" else Path(args.tls_ca).read_bytes()
+        channel = grpc.secure_channel(args.server, grpc.ssl_channel_credentials(root_certificates=roots))
+    else:
+        channel = grpc.insecure_channel(args.server)
     key = args.api_key or os.environ.get("FARM_API_KEY")
     metadata = (("authorization", f"Bearer {key}"),) if key else ()
     return channel, farm_pb2_grpc.VideoInferenceStub(channel), metadata

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 #: Config file keys (YAML) and their GatewayConfig fields.
 CONFIG_KEYS = ("api_keys", "allow_urls", "max_queue", "price_per_gpu_second", "public_base_url",
                "grpc_port", "http_port", "host", "data_dir", "ray_address", "workers", "gpus_per_worker",
-               "max_request_bytes", "max_asset_bytes")
+               "max_request_bytes", "max_asset_bytes", "tls_cert", "tls_key")
 
 
 @dataclass
@@ -61,6 +61,14 @@ class GatewayConfig:
     public_base_url: str | None = None
     max_request_bytes: int = 64 * 1024 * 1024
     max_asset_bytes: int = 50 * 1024 * 1024
+    #: PEM certificate chain and private key: both given, gRPC and HTTP serve TLS only.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        """Whether both ports serve TLS."""
+        return bool(self.tls_cert and self.tls_key)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> "GatewayConfig":
@@ -154,7 +162,8 @@ class Gateway:
         if self.config.public_base_url:
             return self.config.public_base_url.rstrip("/")
         host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        return f"http://{host}:{self.http_port}"
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{host}:{self.http_port}"
 
     def _build_farm(self) -> None:
         """The real TaskManager and its collaborators, from the config."""
@@ -269,7 +278,19 @@ class Gateway:
             assets=AssetSink(data / "assets", self.config.max_asset_bytes),
         )
         self._health = await add_services(self._grpc_server, self._servicer)
-        self.grpc_port = self._grpc_server.add_insecure_port(f"{self.config.host}:{self.config.grpc_port}")
+        address = f"{self.config.host}:{self.config.grpc_port}"
+        ssl_context = None
+        if bool(self.config.tls_cert) != bool(self.config.tls_key):
+            raise ValueError("TLS needs both tls_cert and tls_key")
+        if self.config.tls:
+            import ssl
+
+            cert, key = Path(self.config.tls_cert).read_bytes(), Path(self.config.tls_key).read_bytes()
+            self.grpc_port = self._grpc_server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        else:
+            self.grpc_port = self._grpc_server.add_insecure_port(address)
         if not self.grpc_port:
             raise OSError(f"cannot bind gRPC to {self.config.host}:{self.config.grpc_port}")
         await self._grpc_server.start()
@@ -278,7 +299,7 @@ class Gateway:
         self._http_runner = web.AppRunner(make_app(self._rest, max_request_bytes=self.config.max_request_bytes),
                                           access_log=None)
         await self._http_runner.setup()
-        site = web.TCPSite(self._http_runner, self.config.host, self.config.http_port)
+        site = web.TCPSite(self._http_runner, self.config.host, self.config.http_port, ssl_context=ssl_context)
         await site.start()
         self.http_port = self._http_runner.addresses[0][1]
         # Only now is the HTTP port known, so only now can videoURLs be completed.
