@@ -60,6 +60,11 @@ def failure_for(error: BaseException, task_uuid: str | None = None) -> RpcFailur
             error_details_pb2.BadRequest.FieldViolation(field=v.field, description=str(v)) for v in error.violations
         ])
         status.details.add().Pack(bad)
+    elif getattr(error, "parameter", ""):
+        # An error about one field (a refused webhookURL, ...) is a field violation too.
+        bad = error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=error.parameter, description=message)])
+        status.details.add().Pack(bad)
     if isinstance(error, QueueFullError):
         delay = Duration()
         delay.FromNanoseconds(int(error.retry_after_s * 1e9))

@@ -162,6 +162,13 @@ def test_refused_webhook_url_names_the_field(farm_gateway, make_task):
                         timeout=30)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "webhookURL" in caught.value.details()
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    bad = error_details_pb2.BadRequest()
+    (detail,) = [d for d in rpc_status.from_call(caught.value).details if d.Is(bad.DESCRIPTOR)]
+    detail.Unpack(bad)
+    assert [v.field for v in bad.field_violations] == ["webhookURL"]
 
 
 def test_restart_mid_job_then_the_task_finishes(tmp_path, ray_cluster, make_task):
