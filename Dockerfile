@@ -4,8 +4,9 @@
 #   docker build -t farm:0.1.0 .
 #
 # CUDA comes from PyPI: torch's Linux x86_64 wheel is the CUDA build and pulls the nvidia-* runtime
-# wheels; the GPU nodes only need the NVIDIA driver and container toolkit (the device plugin that
-# hands out nvidia.com/gpu). No CUDA base image is needed for that.
+# wheels (torch 2.13.0 on PyPI is built for CUDA 13.0: nvidia-cublas 13.x, cudnn-cu13, nccl-cu13).
+# The GPU nodes only need an NVIDIA driver new enough for CUDA 13 (R580 or later) and the device
+# plugin that hands out nvidia.com/gpu. No CUDA base image is needed for that.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
