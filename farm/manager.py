@@ -202,7 +202,8 @@ class TaskManager:
         """Stop admitting; interrupt the running task and leave it queued in the store; join.
 
         The interrupted task keeps its persisted seeds and renders again on the next ``start``.
-        ``shutdown_pools`` also kills the worker pools this manager created.
+        ``shutdown_pools`` also kills the worker pools this manager created and the cancellation
+        flag actor (``farm.workers.CancelFlags``).
         """
         with self._lock:
             self._admitting = False
@@ -214,9 +215,12 @@ class TaskManager:
         if thread is not None:
             thread.join(timeout)
         if shutdown_pools:
+            from farm.workers import shutdown_cancel_flags
+
             for pool in self._pools.values():
                 pool.shutdown()
             self._pools.clear()
+            shutdown_cancel_flags()
 
     # -- TaskService ---------------------------------------------------------------------------
 

@@ -78,6 +78,16 @@ def cancel_flags():
     ).remote()
 
 
+def shutdown_cancel_flags() -> None:
+    """Kill the detached ``CancelFlags`` actor, if any (a gateway shutting down its workers)."""
+    if not ray.is_initialized():
+        return
+    try:
+        ray.kill(ray.get_actor(CANCEL_FLAGS_ACTOR))
+    except ValueError:  # never started
+        pass
+
+
 @dataclass(frozen=True, kw_only=True)
 class ChunkOutput:
     """A rendered chunk: native-size uint8 frames and how long the model took."""

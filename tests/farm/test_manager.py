@@ -414,3 +414,39 @@ def test_metrics_count_tasks_results_chunks_and_queue_depth(fake_manager, make_t
     assert 'farm_results_finished_total{status="success"} 1.0' in body
     assert "farm_chunk_seconds_count 1.0" in body
     assert metrics.queue_depth._value.get() == 0
+
+
+@pytest.mark.slow
+def test_render_task_should_cancel_stops_workers_and_the_flag_actor_can_be_shut_down(real_pool, make_task, tmp_path):
+    import ray
+
+    from farm.errors import TaskCancelledError
+    from farm.render import render_task
+    from farm.validation import parse_task
+    from farm.workers import CANCEL_FLAGS_ACTOR, shutdown_cancel_flags
+
+    task = parse_task(make_task(settings={"audio": False}, duration=5))
+    chunks = []
+
+    def on_event(event):
+        if event.stage == "chunk":
+            chunks.append(event)
+
+    with pytest.raises(TaskCancelledError):
+        render_task(task, real_pool, tmp_path, base_seed=1, on_event=on_event, should_cancel=lambda: bool(chunks))
+    assert len(chunks) < 4, "dispatch stopped after the first chunk came back"
+    assert list(tmp_path.iterdir()) == []
+    # every worker is free again: a short ping answers at once
+    ray.get([w.ready.remote() for w in real_pool.video_workers], timeout=5)
+    shutdown_cancel_flags()
+    wait_for(lambda: _actor_gone(CANCEL_FLAGS_ACTOR), timeout=10)
+
+
+def _actor_gone(name: str) -> bool:
+    import ray
+
+    try:
+        ray.get_actor(name)
+    except ValueError:
+        return True
+    return False
