@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 #: Config file keys (YAML) and their GatewayConfig fields.
 CONFIG_KEYS = ("api_keys", "allow_urls", "max_queue", "price_per_gpu_second", "public_base_url",
                "grpc_port", "http_port", "host", "data_dir", "ray_address", "workers", "gpus_per_worker",
-               "max_request_bytes", "max_asset_bytes", "tls_cert", "tls_key")
+               "max_request_bytes", "max_asset_bytes", "tls_cert", "tls_key", "expire_interval_s")
 
 
 @dataclass
@@ -61,6 +61,8 @@ class GatewayConfig:
     public_base_url: str | None = None
     max_request_bytes: int = 64 * 1024 * 1024
     max_asset_bytes: int = 50 * 1024 * 1024
+    #: How often expired artifacts (past their task's ttl) are deleted from disk.
+    expire_interval_s: float = 30.0
     #: PEM certificate chain and private key: both given, gRPC and HTTP serve TLS only.
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -106,6 +108,8 @@ class GuardedService:
         urls = [(name, raw_task.get(name)) for name in self.URL_FIELDS
                 if isinstance(raw_task, dict) and isinstance(raw_task.get(name), str)]
         if urls:
+            # Validate with the manager's own model list (TaskManager keeps it privately; None
+            # means the validator's default), so this pre-check never disagrees with submit.
             known = getattr(self.service, "_known_models", None)
             # Every rule first, so an invalid task lists all its violations, not just the URL.
             parse_task(raw_task, **({"known_models": known} if known else {}))
@@ -155,6 +159,7 @@ class Gateway:
         self._rest: RestFace | None = None
         self._stopped = asyncio.Event()
         self._delivery_threads: list[threading.Thread] = []
+        self._sweeper: asyncio.Task | None = None
 
     # ---------------------------------------------------------------- building the farm
 
@@ -306,8 +311,22 @@ class Gateway:
         public = self._public_base_url()
         self._servicer.public_base_url = public
         self._rest.public_base_url = public
+        if self.artifacts is not None and callable(getattr(self.artifacts, "expire", None)):
+            self._sweeper = asyncio.create_task(self._sweep_artifacts(), name="artifact-sweeper")
         log.info("gateway up: gRPC %s:%d, HTTP %s:%d", self.config.host, self.grpc_port,
                  self.config.host, self.http_port)
+
+    async def _sweep_artifacts(self) -> None:
+        """Delete expired artifacts now and then (``get`` already answers 410 the moment a ttl
+        passes; this frees the disk)."""
+        while True:
+            await asyncio.sleep(self.config.expire_interval_s)
+            try:
+                removed = await asyncio.to_thread(self.artifacts.expire)
+                if removed:
+                    log.info("deleted %d expired artifact(s)", removed)
+            except Exception:  # noqa: BLE001 - keep sweeping; a bad file must not stop the loop
+                log.exception("artifact expiry failed")
 
     async def stop(self, grace: float = 5.0) -> None:
         """Graceful shutdown: stop admitting, stop the manager, then both servers."""
@@ -316,6 +335,8 @@ class Gateway:
                 face.admitting = False
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self.manager is not None:
             # The running task is interrupted and stays queued in the store: the next start resumes it.
             # The pools are this gateway's: free their actors (and Ray CPUs/GPUs) for whoever comes next.

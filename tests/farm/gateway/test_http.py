@@ -120,3 +120,29 @@ def test_metrics_and_healthz(fake_gateway, make_task):
     assert b"farm_" in body and b'route="/v1"' in body
     status, _, body = _request(f"{fake_gateway.http_base}/healthz")
     assert status == 200 and json.loads(body) == {"status": "ok"}
+
+
+def test_ttl_expiry_answers_410_and_the_sweeper_deletes_the_file(tmp_path, make_task):
+    """The real LocalArtifactStore behind the gateway, with a clock the test moves past the ttl."""
+    from farm.artifacts import LocalArtifactStore
+    from farm.gateway.server import Gateway, GatewayConfig
+    from tests.farm.gateway.conftest import FakeService, GatewayThread
+
+    now = [1000.0]
+    store = LocalArtifactStore(tmp_path / "videos", clock=lambda: now[0])
+    source = tmp_path / "clip.webm"
+    source.write_bytes(b"\x1a\x45\xdf\xa3" + b"x" * 1000)
+    video_uuid = str(uuid.uuid4())
+    artifact = store.put(video_uuid, source, "video/webm", ttl_s=60)
+    config = GatewayConfig(grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(tmp_path), expire_interval_s=0.05)
+    with GatewayThread(Gateway(config, service=FakeService(), artifacts=store)) as running:
+        url = f"{running.http_base}/v1/videos/{video_uuid}"
+        status, headers, _ = _request(url)
+        assert status == 200 and headers["Content-Type"] == "video/webm"
+        now[0] += 61
+        assert _request(url)[0] == 410
+        deadline = time.time() + 10
+        while artifact.path.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert not artifact.path.exists()
+        assert _request(url)[0] == 410
