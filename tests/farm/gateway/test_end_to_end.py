@@ -278,3 +278,17 @@ def test_500_submissions_from_50_clients_none_lost(tmp_path, ray_cluster, make_t
             for task_uuid in acked:
                 answer = stub.GetResponse(farm_pb2.GetResponseRequest(task_uuid=task_uuid), timeout=30)
                 assert answer.data[0].task_uuid == task_uuid
+
+
+def test_cli_submit_wait_against_the_real_farm(farm_gateway, make_task, tmp_path, capsys):
+    from farm.cli import main
+
+    raw = make_task(**SMALL, numberResults=2)
+    raw.pop("resolution")
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps(raw))
+    assert main(["submit", str(path), "--server", farm_gateway.grpc_target, "--wait"]) == 0
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.startswith(raw["taskUUID"])]
+    assert len(lines) == 2 and all("success" in line and "/v1/videos/" in line for line in lines), captured.out
+    assert "chunk" in captured.err  # the progress bar
