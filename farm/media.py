@@ -217,16 +217,32 @@ class DecodedAudio:
         return int(self.samples.shape[0])
 
 
-def _decode_audio_stream(container, stream) -> tuple[np.ndarray, int]:
+class _TooLong(Exception):
+    """Decoding passed the length limit (raised mid-stream, so memory stays bounded)."""
+
+    def __init__(self, seconds: float):
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+def _decode_audio_stream(container, stream, max_seconds: float) -> tuple[np.ndarray, int]:
     """Every sample of ``stream`` as float32 ``[ch, n]``; the resampler normalises s16/s32/flt
-    and packed/planar layouts to planar float without changing rate or channel count."""
+    and packed/planar layouts to planar float without changing rate or channel count.
+
+    Stops with ``_TooLong`` once more than ``max_seconds`` are decoded: a header may lie, and
+    50 MiB of MP3 is hours of audio, gigabytes as float.
+    """
     resampler = av.AudioResampler(format="fltp")
     parts: list[np.ndarray] = []
     rate = stream.rate or stream.codec_context.sample_rate
+    decoded = 0
     for frame in container.decode(stream):
         for out in resampler.resample(frame):
             parts.append(out.to_ndarray())
             rate = out.sample_rate
+            decoded += out.samples
+        if rate and decoded > max_seconds * rate:
+            raise _TooLong(decoded / rate)
     for out in resampler.resample(None):
         parts.append(out.to_ndarray())
     if not parts:
@@ -261,9 +277,11 @@ def decode_audio(data: bytes, field: str) -> tuple[np.ndarray, int]:
             declared = _metadata_duration(container, stream)
             if declared is not None and declared > MAX_AUDIO_SECONDS + 0.05:
                 raise _too_long(field, "audio", declared, MAX_AUDIO_SECONDS)
-            samples, rate = _decode_audio_stream(container, stream)
+            samples, rate = _decode_audio_stream(container, stream, MAX_AUDIO_SECONDS + 0.05)
     except TaskValidationError:
         raise
+    except _TooLong as error:
+        raise _too_long(field, "audio", error.seconds, MAX_AUDIO_SECONDS) from None
     except (av.FFmpegError, OSError, ValueError, EOFError) as error:
         raise _fail(field, f"not decodable audio ({'/'.join(AUDIO_FORMATS)}): "
                            f"{detected} data is corrupt or truncated ({error})") from None
@@ -313,12 +331,17 @@ class VideoClip:
     def frames(self, size: tuple[int, int] | None = None, start: int = 0,
                stop: int | None = None) -> Iterator[np.ndarray]:
         """Yield frames ``start..stop-1`` as ``uint8 [H, W, 3]`` RGB, scaled to ``size``
-        (``(width, height)``) when given, so memory stays at one frame of the size asked for."""
+        (``(width, height)``) when given, so memory stays at one frame of the size asked for.
+
+        Never more frames than 16 s at the clip's rate: the length was checked from metadata,
+        and a container that lies about it must not turn into an endless stream."""
+        cap = int((MAX_VIDEO_SECONDS + 1.0) * max(self.fps, 1.0)) + 1
+        stop = cap if stop is None else min(stop, cap)
         with av.open(io.BytesIO(self.data), mode="r") as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for index, frame in enumerate(container.decode(stream)):
-                if stop is not None and index >= stop:
+                if index >= stop:
                     break
                 if index < start:
                     continue
@@ -405,9 +428,14 @@ def decode_video(data: bytes, field: str) -> VideoClip:
         if has_audio:
             # A second pass: demuxing audio alongside video in one pass would decode every frame.
             with av.open(io.BytesIO(data), mode="r") as container:
-                audio, audio_rate = _decode_audio_stream(container, container.streams.audio[0])
+                # The audio track is carried to the output with the video: same length limit.
+                audio, audio_rate = _decode_audio_stream(container, container.streams.audio[0],
+                                                         MAX_VIDEO_SECONDS + 1.0)
     except TaskValidationError:
         raise
+    except _TooLong as error:
+        raise _fail(field, f"the video's audio track is longer than {MAX_VIDEO_SECONDS:g} s",
+                    limit=MAX_VIDEO_SECONDS, value=round(error.seconds, 3)) from None
     except (av.FFmpegError, OSError, ValueError, EOFError, StopIteration) as error:
         raise _fail(field, f"not a decodable video ({'/'.join(VIDEO_FORMATS)}): "
                            f"{detected} data is corrupt or truncated ({error})") from None
@@ -547,14 +575,16 @@ class MediaResolver:
             except ArtifactNotFound:
                 pass
             else:
-                return self._read_file(Path(artifact.path), field)
+                # The farm's own output, bounded by its own limits (15 s): a long high-quality
+                # 1080p result may pass max_bytes, and refusing it would make it unextendable.
+                return self._read_file(Path(artifact.path), field, limited=False)
         raise _fail(field, "no uploaded asset or earlier result with this UUID is visible to this API key",
                     value=asset_uuid)
 
-    def _read_file(self, path: Path, field: str) -> bytes:
+    def _read_file(self, path: Path, field: str, *, limited: bool = True) -> bytes:
         try:
             size = path.stat().st_size
-            if size > self.max_bytes:
+            if limited and size > self.max_bytes:
                 raise self._too_big(field, size)
             return path.read_bytes()
         except OSError as error:

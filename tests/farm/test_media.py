@@ -91,7 +91,7 @@ def pyav_audio(fmt: str, codec: str, seconds: float = 1.0, rate: int = 44100) ->
 
 
 def video_bytes(width: int = 1920, height: int = 972, frames: int = 3, fps: int = 24, fmt: str = "mp4",
-                codec: str = "libx264", audio: bool = False) -> bytes:
+                codec: str = "libx264", audio: bool = False, audio_seconds: float | None = None) -> bytes:
     """A small clip; flat colour frames so even 1080p encodes in milliseconds."""
     buffer = io.BytesIO()
     options = {"libx264": {"preset": "ultrafast"}, "libvpx": {"deadline": "realtime", "cpu-used": "8"}}
@@ -107,7 +107,7 @@ def video_bytes(width: int = 1920, height: int = 972, frames: int = 3, fps: int 
         for packet in stream.encode(None):
             container.mux(packet)
         if audio_stream is not None:
-            total = int(16000 * frames / fps)
+            total = int(16000 * (frames / fps if audio_seconds is None else audio_seconds))
             for start in range(0, total, 1024):
                 chunk = np.full((1, min(1024, total - start)), 0.25, dtype=np.float32)
                 frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
@@ -335,6 +335,14 @@ def test_video_over_15_seconds_is_refused_from_metadata():
     assert time.monotonic() - started < 20
 
 
+def test_video_audio_track_longer_than_the_limit_is_cut_off_while_decoding():
+    data = video_bytes(frames=2, audio=True, audio_seconds=20)  # video 2 frames, audio 20 s
+    with pytest.raises(TaskValidationError) as error:
+        decode_video(data, "inputs.referenceVideos[0].video")
+    (violation,) = error.value.violations
+    assert "audio track is longer than 15 s" in violation.message and violation.value < 17.5
+
+
 def test_video_wrong_type_and_corrupt():
     with pytest.raises(TaskValidationError) as error:
         decode_video(image_bytes("PNG"), "inputs.referenceVideos[0].video")
@@ -413,7 +421,8 @@ def test_earlier_result_video_uuid_via_artifact_store(tmp_path):
     source.write_bytes(video_bytes(frames=2))
     video_uuid = str(uuid.uuid4())
     store.put(video_uuid, source, "video/mp4", ttl_s=60)
-    resolver = MediaResolver(guard=LOOPBACK, assets_dir=tmp_path / "assets", artifacts=store)
+    # max_bytes binds client media, not the farm's own results (they stay extendable).
+    resolver = MediaResolver(guard=LOOPBACK, assets_dir=tmp_path / "assets", artifacts=store, max_bytes=100)
     clip = decode_video(resolver.fetch(video_uuid, "inputs.referenceVideos[0].video"), "v")
     assert (clip.width, clip.num_frames) == (1920, 2)
     now[0] = 2000.0
