@@ -1,12 +1,20 @@
-"""``VideoBackend`` over a diffusers Wan 2.1 text-to-video pipeline (real weights or the tiny ones)."""
+"""``VideoBackend`` over a diffusers Wan 2.1-family pipeline (real weights or the tiny ones).
+
+Three pipeline classes share the backend, picked by name (``VIDEO_PIPELINES``): ``WanPipeline``
+(text-to-video), ``WanVACEPipeline`` (Wan 2.1 VACE) and ``SkyReelsV2DiffusionForcingPipeline``
+(SkyReels V2 DF). All three take the same text encoding, noise latents and VAE, so the chunk path is
+one; VACE and DF run here as text-to-video (no conditioning video, mask or reference images).
+"""
 
 from __future__ import annotations
 
+import functools
 import itertools
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+import diffusers
 from diffusers import AutoencoderKLWan, WanPipeline
 
 from models.base import ChunkRequest, PromptEmbeds, StepCallback
@@ -16,6 +24,17 @@ from models.weights import DEFAULT_WAN_WEIGHTS  # noqa: E402  (re-exported)
 
 #: Text tokens Wan 2.1 was trained with (``text_len`` of the original code).
 WAN_MAX_SEQUENCE_LENGTH = 512
+
+
+#: Pipeline classes (diffusers names) a Wan-family video backend can load, as named in profiles.
+VIDEO_PIPELINES = ("WanPipeline", "WanVACEPipeline", "SkyReelsV2DiffusionForcingPipeline")
+
+
+def pipeline_class(name: str) -> type:
+    """The diffusers pipeline class called ``name``; ``ValueError`` unless it is in ``VIDEO_PIPELINES``."""
+    if name not in VIDEO_PIPELINES:
+        raise ValueError(f"unsupported video pipeline {name!r}; supported: {', '.join(VIDEO_PIPELINES)}")
+    return getattr(diffusers, name)
 
 
 def default_device() -> str:
@@ -44,8 +63,24 @@ def align_cpu_weights(pipeline: Any, alignment: int = 64) -> None:
                 tensor.data = tensor.data.clone()
 
 
+def _df_prepare_latents(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``SkyReelsV2DiffusionForcingPipeline.prepare_latents`` that accepts given latents.
+
+    In diffusers 0.42 the DF pipeline's ``prepare_latents`` returns a bare tensor when ``latents``
+    are passed, but its caller unpacks four values, so the farm's noise could not be given. This
+    returns what the no-latents branch returns for a short (single-window) video: the latents,
+    their latent frame count, no prefix video and 0 prefix frames.
+    """
+    latents = kwargs.get("latents", args[8] if len(args) > 8 else None)
+    if latents is None:
+        return original(*args, **kwargs)
+    dtype = kwargs.get("dtype", args[5] if len(args) > 5 else None)
+    device = kwargs.get("device", args[6] if len(args) > 6 else None)
+    return latents.to(device=device, dtype=dtype), latents.shape[2], None, 0
+
+
 class WanVideoBackend:
-    """Renders temporal chunks with a ``WanPipeline`` from the noise the farm gives it.
+    """Renders temporal chunks with a Wan-family pipeline from the noise the farm gives it.
 
     The pipeline never draws its own noise: every chunk starts from ``request.latents`` (its
     slice of the result's global seeded noise), so a chunk renders bit-identically whichever
@@ -61,6 +96,9 @@ class WanVideoBackend:
         """
         self.pipeline = pipeline
         pipeline.set_progress_bar_config(disable=True)
+        if isinstance(pipeline, diffusers.SkyReelsV2DiffusionForcingPipeline):
+            # Instance attribute, so other users of the class are untouched.
+            pipeline.prepare_latents = functools.partial(_df_prepare_latents, pipeline.prepare_latents)
         vae_config = pipeline.vae.config
         # Strides and latent channels come from the VAE config (Wan 2.2's TI2V VAE has other
         # values), never from constants.
@@ -83,9 +121,14 @@ class WanVideoBackend:
         torch_dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
         max_sequence_length: int | None = None,
+        pipeline: str = "WanPipeline",
         **kwargs: Any,
     ) -> "WanVideoBackend":
-        """Load a Wan text-to-video checkpoint (diffusers layout) from a local folder or hub id.
+        """Load a Wan-family checkpoint (diffusers layout) from a local folder or hub id.
+
+        ``pipeline`` names the diffusers class (one of ``VIDEO_PIPELINES``): ``WanPipeline`` for Wan
+        2.1 text-to-video, ``WanVACEPipeline`` for Wan 2.1 VACE, ``SkyReelsV2DiffusionForcingPipeline``
+        for SkyReels V2 DF.
 
         ``torch_dtype`` defaults to bfloat16 on a GPU and float32 on the CPU; the VAE always loads
         in float32, as Wan's authors recommend (bf16 decoding bands the colours). Hub downloads
@@ -96,7 +139,7 @@ class WanVideoBackend:
         if torch_dtype is None:
             torch_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         vae = AutoencoderKLWan.from_pretrained(path_or_hub_id, subfolder="vae", dtype=torch.float32, **kwargs)
-        pipe = WanPipeline.from_pretrained(path_or_hub_id, vae=vae, dtype=torch_dtype, **kwargs)
+        pipe = pipeline_class(pipeline).from_pretrained(path_or_hub_id, vae=vae, dtype=torch_dtype, **kwargs)
         pipe.to(device)
         align_cpu_weights(pipe)
         return cls(pipe, max_sequence_length=max_sequence_length)
@@ -122,13 +165,25 @@ class WanVideoBackend:
         Both are always returned so any chunk may use classifier-free guidance; the tensors are on
         the CPU so they travel through Ray's object store to workers on any device.
         """
-        prompt_embeds, negative_embeds = self.pipeline.encode_prompt(
-            prompt=prompt,
-            negative_prompt=negative_prompt or "",
-            do_classifier_free_guidance=True,
-            max_sequence_length=self.max_sequence_length,
-            device=self.device,
-        )
+        if isinstance(self.pipeline, WanPipeline):
+            prompt_embeds, negative_embeds = self.pipeline.encode_prompt(
+                prompt=prompt,
+                negative_prompt=negative_prompt or "",
+                do_classifier_free_guidance=True,
+                max_sequence_length=self.max_sequence_length,
+                device=self.device,
+            )
+        else:
+            # The VACE and SkyReels V2 modules (diffusers 0.42) call ``ftfy`` in their prompt
+            # cleaning without checking it is installed; WanPipeline's identical T5 encoding (same
+            # text encoder, same cleaning when ftfy is there) guards it. Called unbound on this
+            # pipeline so it uses this pipeline's tokenizer and text encoder.
+            prompt_embeds, negative_embeds = (
+                WanPipeline._get_t5_prompt_embeds(
+                    self.pipeline, prompt=text, max_sequence_length=self.max_sequence_length, device=self.device
+                )
+                for text in (prompt, negative_prompt or "")
+            )
         return PromptEmbeds(prompt_embeds=prompt_embeds.cpu(), negative_prompt_embeds=negative_embeds.cpu())
 
     def _check(self, request: ChunkRequest) -> None:
@@ -164,7 +219,14 @@ class WanVideoBackend:
 
         embeds = request.prompt
         negative = embeds.negative_prompt_embeds
+        extra: dict[str, Any] = {}
+        if isinstance(self.pipeline, diffusers.SkyReelsV2DiffusionForcingPipeline):
+            # Diffusion forcing denoises in base_num_frames windows (97 by default): one window the
+            # size of the chunk makes it a single synchronous pass over exactly the farm's noise.
+            # Its ``prompt`` has no default, hence the explicit None.
+            extra = {"prompt": None, "base_num_frames": request.num_frames}
         output = self.pipeline(
+            **extra,
             prompt_embeds=embeds.prompt_embeds.to(self.device),
             negative_prompt_embeds=None if negative is None else negative.to(self.device),
             # Float32 noise, copied so the pipeline can never write into the caller's slice.
