@@ -184,6 +184,16 @@ def test_image_over_http_from_loopback_server():
     assert decode_image(fetched, FIELD).shape == (30, 40, 3)
 
 
+def test_url_connects_only_to_the_address_the_guard_vetted():
+    """A name only the guard's resolver knows: the fetch works only if the vetted address is
+    pinned (a second, system DNS lookup of ``media.test`` would fail)."""
+    data = image_bytes("PNG")
+    guard = UrlGuard(allow=["127.0.0.1"], resolver=lambda host, port: ["127.0.0.1"])
+    with serving({"/a.png": static(data)}) as base:
+        url = base.replace("127.0.0.1", "media.test") + "/a.png"
+        assert MediaResolver(guard=guard).fetch(url, FIELD) == data
+
+
 def test_guard_without_allow_list_refuses_loopback_naming_the_field():
     with serving({"/a.png": static(image_bytes("PNG"))}) as base:
         with pytest.raises(TaskValidationError) as error:
