@@ -2,13 +2,16 @@
 
     farm render TASK.json [--out DIR] [--workers N] [--ray-address ADDR] ...
     farm serve [--grpc-port 50051] [--http-port 8080] [--data-dir DIR] [--config FILE] [--ray-address ADDR]
+    farm models [--profiles PATH]
     farm submit TASK.json [--server HOST:PORT] [--wait]
     farm status UUID [--server HOST:PORT]
     farm cancel UUID [--server HOST:PORT]
 
 ``render`` renders a seed-shaped ``videoInference`` task (or a JSON array of them) on an embedded
 local Ray (or an existing cluster) and prints each result's file, seed and timing. ``serve`` runs
-the gateway (gRPC + JSON/REST); ``submit``/``status``/``cancel`` are its gRPC client.
+the gateway (gRPC + JSON/REST); ``submit``/``status``/``cancel`` are its gRPC client. ``models``
+lists the configured model profiles; ``render``, ``serve`` and ``models`` take ``--profiles PATH``
+(a YAML file or a directory of them, docs/profiles.md).
 """
 
 from __future__ import annotations
@@ -61,12 +64,22 @@ def _build_parser() -> argparse.ArgumentParser:
                              "without it, --weights renders no audio model")
     render.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                         help="dtype for --weights (default: bfloat16 on GPU, float32 on CPU)")
+    render.add_argument("--profiles", default=None, help=PROFILES_HELP)
     render.add_argument("--no-progress", action="store_true", help="do not draw progress bars")
     _add_gateway_commands(commands)
+    models = commands.add_parser(
+        "models", help="list the configured model profiles",
+        description="List the model profiles the farm answers to: the embedded default and those of "
+                    "--profiles (docs/profiles.md), with pipeline, weights, window/overlap, native size and audio.",
+    )
+    models.add_argument("--profiles", default=None, help=PROFILES_HELP)
     return parser
 
 
 DEFAULT_SERVER = "127.0.0.1:50051"
+
+PROFILES_HELP = ("YAML model profiles, a file or a directory of *.yaml (docs/profiles.md; e.g. profiles/); "
+                 "registered over the embedded default before use")
 
 
 def _add_gateway_commands(commands) -> None:
@@ -86,6 +99,7 @@ def _add_gateway_commands(commands) -> None:
     serve.add_argument("--workers", type=int, default=None, help="video worker actors per model [2]")
     serve.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve gRPC and HTTP over TLS")
     serve.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
+    serve.add_argument("--profiles", default=None, help=PROFILES_HELP + " [config key 'profiles']")
     for name, helptext in (("submit", "submit a task file to a gateway"),
                            ("status", "print a task's results"),
                            ("cancel", "cancel a task")):
@@ -156,7 +170,24 @@ class _Progress:
             self._frames.close()
 
 
+def _register_profiles(path: str | None) -> bool:
+    """Register the profiles of ``path`` (if given); False (after printing why) when they are invalid."""
+    if not path:
+        return True
+    from models.profile_config import ProfileConfigError, register_profiles
+
+    try:
+        register_profiles(path)
+    except ProfileConfigError as exc:
+        print(f"error: invalid profiles: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def _render(args: argparse.Namespace) -> int:
+    # Before the tasks are read: their model ids are validated against the registered profiles.
+    if not _register_profiles(args.profiles):
+        return EXIT_INVALID
     tasks = _load_tasks(args.task)
     if args.workers < 1:
         print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
@@ -234,7 +265,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     flags = {"grpc_port": args.grpc_port, "http_port": args.http_port, "host": args.host,
              "data_dir": args.data_dir, "ray_address": args.ray_address, "workers": args.workers,
-             "tls_cert": args.tls_cert, "tls_key": args.tls_key}
+             "tls_cert": args.tls_cert, "tls_key": args.tls_key, "profiles": args.profiles}
     try:
         if args.config:
             config = GatewayConfig.from_file(args.config, **flags)
@@ -243,8 +274,68 @@ def _serve(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         print(f"error: bad configuration: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    # Checked here so a bad file exits with status 2 and its message; the gateway registers them.
+    if config.profiles:
+        from models.profile_config import ProfileConfigError, load_profiles
+
+        try:
+            load_profiles(config.profiles)
+        except ProfileConfigError as exc:
+            print(f"error: invalid profiles: {exc}", file=sys.stderr)
+            return EXIT_INVALID
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(config))
+    return 0
+
+
+def _profile_rows(profile) -> list[tuple[str, str]]:
+    """What ``farm models`` prints about one profile, as (label, value) pairs."""
+    extra = profile.extra
+    if extra.get("tiny"):
+        pipeline, weights = "WanPipeline", f"embedded tiny random weights (seed {extra.get('seed')})"
+        audio = "StableAudioPipeline, embedded tiny random weights"
+    else:
+        pipeline, weights = extra.get("pipeline", "WanPipeline"), extra.get("weights", "?")
+        if extra.get("dtype"):
+            weights += f" ({extra['dtype']})"
+        summary = extra.get("audio")
+        if summary:
+            audio = f"{summary['pipeline']} {summary['weights']} ({summary['steps']} steps)"
+        elif extra.get("audio_weights"):
+            audio = f"StableAudioPipeline {extra['audio_weights']}"
+        else:
+            audio = "none"
+    if extra.get("native_width"):
+        native = f"{extra['native_width']}x{extra['native_height']}"
+    else:
+        native = f"area {profile.native_area} px"
+    w16, h16 = profile.native_size(16, 9)
+    native += f" (16:9 renders at {w16}x{h16})"
+    if extra.get("fps"):
+        native += f", {extra['fps']:g} fps"
+    rows = [
+        ("description", profile.description),
+        ("pipeline", pipeline),
+        ("weights", weights),
+        ("window", f"{profile.window_frames} frames, overlap {profile.overlap_frames}"),
+        ("native", native),
+        ("steps", f"{profile.num_inference_steps}, guidance {profile.guidance_scale:g}"),
+        ("audio", audio),
+    ]
+    if extra.get("source"):
+        rows.append(("source", extra["source"]))
+    return rows
+
+
+def _models(args: argparse.Namespace) -> int:
+    from models.profiles import get_profile, known_models
+
+    if not _register_profiles(args.profiles):
+        return EXIT_INVALID
+    for model_id in known_models():
+        print(model_id)
+        for label, value in _profile_rows(get_profile(model_id)):
+            print(f"  {label + ':':<12} {value}")
     return 0
 
 
@@ -398,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
             return _render(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "models":
+            return _models(args)
         if args.command == "submit":
             return _submit(args)
         if args.command in ("status", "cancel"):

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 #: Config file keys (YAML) and their GatewayConfig fields.
 CONFIG_KEYS = ("api_keys", "allow_urls", "max_queue", "price_per_gpu_second", "public_base_url",
                "grpc_port", "http_port", "host", "data_dir", "ray_address", "workers", "gpus_per_worker",
-               "max_request_bytes", "max_asset_bytes", "tls_cert", "tls_key", "expire_interval_s")
+               "max_request_bytes", "max_asset_bytes", "tls_cert", "tls_key", "expire_interval_s", "profiles")
 
 
 @dataclass
@@ -66,6 +66,9 @@ class GatewayConfig:
     #: PEM certificate chain and private key: both given, gRPC and HTTP serve TLS only.
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: YAML model profiles (a file or a directory, docs/profiles.md) registered before serving,
+    #: over the embedded default; relative paths in a config file are relative to that file.
+    profiles: str | None = None
 
     @property
     def tls(self) -> bool:
@@ -83,6 +86,9 @@ class GatewayConfig:
         unknown = sorted(set(raw) - set(CONFIG_KEYS))
         if unknown:
             raise ValueError(f"{path}: unknown keys {unknown}; known: {list(CONFIG_KEYS)}")
+        if isinstance(raw.get("profiles"), str) and not Path(raw["profiles"]).is_absolute():
+            # So a config and its profiles can move together (e.g. both in one ConfigMap).
+            raw["profiles"] = str(Path(path).parent / raw["profiles"])
         values = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
         return cls(**values)
 
@@ -185,6 +191,14 @@ class Gateway:
             self.metrics = FarmMetrics()
         if self.artifacts is None:
             self.artifacts = LocalArtifactStore(data / "artifacts")
+        from models.profiles import known_models
+
+        if self.config.profiles:
+            from models.profile_config import register_profiles
+
+            for profile in register_profiles(self.config.profiles):
+                log.info("model profile %s: %s from %s", profile.model_id, profile.extra.get("pipeline"),
+                         profile.extra.get("weights"))
         workers, gpus = self.config.workers, self.config.gpus_per_worker
         connect_ray(self.config.ray_address, min_cpus=workers + 1)
 
@@ -202,6 +216,8 @@ class Gateway:
             metrics=self.metrics,
             price_per_gpu_second=self.config.price_per_gpu_second,
             gpus_per_worker=gpus,
+            # Every registered profile (the embedded default and any loaded ones) is a valid model.
+            known_models=tuple(known_models()),
         )
         from farm.urlguard import UrlGuard
 
