@@ -287,7 +287,7 @@ def test_weights_mount_read_only_and_passed_to_the_gateway(chart):
     assert volumes["weights"]["persistentVolumeClaim"] == {"claimName": "model-weights", "readOnly": True}
     assert by_kind(docs, "PersistentVolumeClaim") == [], "existing claims: the chart creates none"
     profiles = yaml.safe_load(farm_config(docs)["data"]["profiles.yaml"])
-    assert profiles["wan-1.3b"]["video"] == "/models/Wan2.1-T2V-1.3B-Diffusers"
+    assert profiles["profiles"][0]["video"]["weights"] == "/models/Wan2.1-VACE-1.3B-diffusers"
     hostpath = render(chart, scenario_values("hostpath-cpu-audio-values.yaml"))
     video = next(g for g in one(hostpath, "RayCluster")["spec"]["workerGroupSpecs"] if g["groupName"] == "video")
     volumes = {v["name"]: v for v in video["template"]["spec"]["volumes"]}
@@ -461,3 +461,28 @@ def test_dashboard_shows_what_operators_watch():
     for needle in ("farm_frames_rendered_total", "farm_queue_depth", "farm_stage_seconds_bucket",
                    'farm_workers{job=~"$job",state="busy"}', "farm_render_failures_total", "farm_delivery_failures_total"):
         assert needle in exprs, needle
+
+
+def test_profiles_reach_the_gateway_in_the_loader_format(chart, tmp_path):
+    """The ConfigMap's profiles.yaml is what ``farm serve --profiles`` reads (same loader, same format),
+    and the gateway gets the flag only when profiles are configured."""
+    from models.profile_config import load_profiles
+
+    docs = render(chart, scenario_values("weights-pvc-values.yaml"))
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--profiles=/etc/farm/profiles.yaml" in args
+    path = tmp_path / "profiles.yaml"
+    path.write_text(farm_config(docs)["data"]["profiles.yaml"])
+    [profile] = load_profiles(path)
+    assert (profile.model_id, profile.extra["pipeline"], profile.extra["audio_weights"]) == (
+        "wan-ai:wan2.1-vace@1.3b", "WanVACEPipeline", "/models/stable-audio-open-1.0")
+    # The shipped profiles pass the chart's schema as values.
+    shipped = [p for f in sorted((CHART.parents[1] / "profiles").glob("*.yaml"))
+               for p in yaml.safe_load(f.read_text())["profiles"]]
+    docs = render(chart, {"profiles": shipped})
+    path.write_text(farm_config(docs)["data"]["profiles.yaml"])
+    assert len(load_profiles(path)) == 3
+    default = render(chart)
+    assert not any(a.startswith("--profiles") for a in one(default, "Deployment")["spec"]["template"]["spec"]
+                   ["containers"][0]["args"])
+    assert yaml.safe_load(farm_config(default)["data"]["profiles.yaml"]) == {"profiles": []}
