@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import secrets
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -66,41 +67,110 @@ def canonical_body(raw: dict) -> str:
     return json.dumps(raw, sort_keys=True, separators=(",", ":"))
 
 
-class _FairQueue:
-    """Queued task UUIDs per API key, served round-robin over keys, oldest first within a key."""
+_ABSENT = object()
+
+
+class _Lane:
+    """One API key's queued tasks, oldest first, with each task's sequence number in the lane.
+
+    Sequence numbers are contiguous from ``head`` (the first task's), so a task's index in the lane
+    is ``seq[task] - head`` in O(1); removing a task from the middle renumbers the lane.
+    """
+
+    __slots__ = ("tasks", "seq", "head")
 
     def __init__(self):
-        self._by_key: collections.OrderedDict[str | None, collections.deque[str]] = collections.OrderedDict()
+        self.tasks: collections.deque[str] = collections.deque()
+        self.seq: dict[str, int] = {}
+        self.head = 0
+
+    def index(self, task_uuid: str) -> int:
+        return self.seq[task_uuid] - self.head
+
+
+class _FairQueue:
+    """Queued task UUIDs per API key, served round-robin over keys, oldest first within a key.
+
+    ``push``, ``pop``, ``len`` and ``key_of`` are O(1); ``position`` is O(number of keys with
+    queued tasks), not O(queue length), so Submit and GetResponse never walk the queue;
+    ``remove`` (cancel) is O(length of that key's lane).
+    """
+
+    def __init__(self):
+        # Lanes in rotation order: ``pop`` serves the first lane and moves it to the back.
+        self._lanes: collections.OrderedDict[str | None, _Lane] = collections.OrderedDict()
+        self._key_of: dict[str, str | None] = {}
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self._by_key.values())
+        return len(self._key_of)
+
+    def __contains__(self, task_uuid: str) -> bool:
+        return task_uuid in self._key_of
 
     def push(self, key: str | None, task_uuid: str) -> None:
-        self._by_key.setdefault(key, collections.deque()).append(task_uuid)
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        lane.seq[task_uuid] = lane.head + len(lane.tasks)
+        lane.tasks.append(task_uuid)
+        self._key_of[task_uuid] = key
 
     def remove(self, task_uuid: str) -> bool:
-        for key, tasks in self._by_key.items():
-            if task_uuid in tasks:
-                tasks.remove(task_uuid)
-                if not tasks:
-                    del self._by_key[key]
-                return True
-        return False
+        if task_uuid not in self._key_of:
+            return False
+        key = self._key_of.pop(task_uuid)
+        lane = self._lanes[key]
+        if lane.tasks[0] == task_uuid:
+            lane.tasks.popleft()
+            lane.head += 1
+            del lane.seq[task_uuid]
+        else:
+            lane.tasks.remove(task_uuid)
+            lane.seq = {uuid: lane.head + i for i, uuid in enumerate(lane.tasks)}
+        if not lane.tasks:
+            del self._lanes[key]
+        return True
 
     def pop(self) -> str | None:
         """The next task; its key moves to the back of the rotation."""
-        if not self._by_key:
+        if not self._lanes:
             return None
-        key, tasks = next(iter(self._by_key.items()))
-        task_uuid = tasks.popleft()
-        del self._by_key[key]
-        if tasks:
-            self._by_key[key] = tasks
+        key, lane = next(iter(self._lanes.items()))
+        task_uuid = lane.tasks.popleft()
+        del lane.seq[task_uuid]
+        lane.head += 1
+        del self._key_of[task_uuid]
+        del self._lanes[key]
+        if lane.tasks:
+            self._lanes[key] = lane
         return task_uuid
 
+    def position(self, task_uuid: str) -> int | None:
+        """The 1-based place ``pop`` would serve ``task_uuid`` at, or None if it is not queued.
+
+        With index ``i`` in its lane, the tasks served before it are the first ``i`` of every
+        lane (``min(len, i)`` each, its own lane included) plus the ``i``-th of every lane ahead
+        of its own in the rotation that has one.
+        """
+        key = self._key_of.get(task_uuid, _ABSENT)
+        if key is _ABSENT:
+            return None
+        own = self._lanes[key]
+        i = own.index(task_uuid)
+        before = 0
+        ahead = True
+        for lane in self._lanes.values():
+            n = len(lane.tasks)
+            if lane is own:
+                ahead = False
+                before += i
+            else:
+                before += min(n, i) + (1 if ahead and n > i else 0)
+        return before + 1
+
     def order(self) -> list[str]:
-        """Every queued task in the order ``pop`` would return them."""
-        lanes = [list(q) for q in self._by_key.values()]
+        """Every queued task in the order ``pop`` would return them (O(queue); tests, debugging)."""
+        lanes = [list(lane.tasks) for lane in self._lanes.values()]
         ordered = []
         for depth in range(max((len(lane) for lane in lanes), default=0)):
             ordered.extend(lane[depth] for lane in lanes if depth < len(lane))
@@ -135,6 +205,11 @@ class TaskManager:
         ...
         manager.stop()
     """
+
+    #: ``get`` and ``submit`` never wait on Ray, the network or a long lock: a short SQLite read
+    #: or write and an O(keys) queue position. Gateways call them on their event loop (sending
+    #: only large submits, whose validation decodes media, to a thread).
+    inline_calls = True
 
     def __init__(
         self,
@@ -228,14 +303,12 @@ class TaskManager:
         """Validate, persist and enqueue a task; see ``TaskService.submit``."""
         task = self._parse(raw_task)
         body = canonical_body(raw_task)
+        # The duplicate check reads SQLite outside the lock; a concurrent submit of the same UUID
+        # that slips past it is caught by the primary key below and answered the same way.
+        existing = self._store.get_task(task.task_uuid)
+        if existing is not None:
+            return self._resubmitted(existing, body, api_key)
         with self._lock:
-            existing = self._store.get_task(task.task_uuid)
-            if existing is not None:
-                if existing.body != body or existing.api_key != api_key:
-                    raise DuplicateTaskError(
-                        f"taskUUID {task.task_uuid} was already submitted with a different body"
-                    )
-                return self._with_position(existing)
             if not self._admitting:
                 raise QueueFullError("the farm is shutting down; retry later", retry_after_s=self._retry_after())
             if len(self._queue) >= self._max_queue:
@@ -245,13 +318,23 @@ class TaskManager:
             # The base seed is fixed now and persisted, so a render resumed after a restart gives
             # the same pictures as the one that was interrupted.
             base_seed = task.seed if task.seed is not None else secrets.randbelow(2**31)
-            record = self._store.insert_task(
-                task.task_uuid, api_key, body, base_seed=base_seed, seeds=result_seeds(task, base_seed)
-            )
-            self._queue.push(api_key, task.task_uuid)
-            self._set_queue_depth()
-            self._wake.notify_all()
-            record = self._with_position(record)
+            try:
+                record = self._store.insert_task(
+                    task.task_uuid, api_key, body, base_seed=base_seed, seeds=result_seeds(task, base_seed)
+                )
+            except sqlite3.IntegrityError:
+                record = None
+            else:
+                self._queue.push(api_key, task.task_uuid)
+                self._set_queue_depth()
+                self._wake.notify_all()
+                record = dataclasses.replace(record, queue_position=self._queue.position(task.task_uuid))
+        if record is None:
+            # Another submit of this UUID won the race to the primary key.
+            existing = self._store.get_task(task.task_uuid)
+            if existing is None:
+                raise DuplicateTaskError(f"taskUUID {task.task_uuid} was already submitted")
+            return self._resubmitted(existing, body, api_key)
         if self._metrics:
             self._metrics.task_submitted()
         self._publish(ProgressEvent(task_uuid=task.task_uuid, kind="queued", queue_position=record.queue_position))
@@ -259,9 +342,7 @@ class TaskManager:
 
     def get(self, task_uuid: str, api_key: str | None) -> TaskRecord:
         """The task and its results; ``TaskNotFoundError`` if absent or another key's."""
-        record = self._visible(task_uuid, api_key)
-        with self._lock:
-            return self._with_position(record)
+        return self._with_position(self._visible(task_uuid, api_key))
 
     def cancel(self, task_uuid: str, api_key: str | None) -> TaskRecord:
         """Cancel a queued task at once, or a running one at its next denoising step.
@@ -475,12 +556,18 @@ class TaskManager:
         return record
 
     def _with_position(self, record: TaskRecord) -> TaskRecord:
-        """``record`` with its 1-based queue position while queued (caller holds the lock)."""
+        """``record`` with its 1-based queue position while queued (O(keys), takes the lock briefly)."""
         if record.status != "queued":
             return record
-        order = self._queue.order()
-        position = order.index(record.task_uuid) + 1 if record.task_uuid in order else None
+        with self._lock:
+            position = self._queue.position(record.task_uuid)
         return dataclasses.replace(record, queue_position=position)
+
+    def _resubmitted(self, existing: TaskRecord, body: str, api_key: str | None) -> TaskRecord:
+        """The answer to a second submit of a stored UUID: the task if identical, else a refusal."""
+        if existing.body != body or existing.api_key != api_key:
+            raise DuplicateTaskError(f"taskUUID {existing.task_uuid} was already submitted with a different body")
+        return self._with_position(existing)
 
     def _reset_to_queued(self, record: TaskRecord | None) -> None:
         if record is None:
@@ -532,6 +619,10 @@ class TaskManager:
 
     def _publish(self, event: ProgressEvent) -> None:
         """Hand ``event`` to every watcher of its task, in each watcher's own event loop."""
+        if event.task_uuid not in self._subscribers:
+            # Nobody watches (the common case): a plain dict lookup, atomic under the GIL, spares
+            # the lock. A watcher subscribing right now reads the state after subscribing anyway.
+            return
         with self._lock:
             subscribers = list(self._subscribers.get(event.task_uuid, ()))
         for loop, inbox in subscribers:

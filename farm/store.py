@@ -2,8 +2,10 @@
 
 WAL lets readers (``GetResponse`` handlers) proceed while the runner writes progress, and
 ``synchronous=NORMAL`` keeps commits cheap while still surviving a process crash (only an OS
-crash can lose the last transactions). A single connection guarded by a lock serialises writers,
-which SQLite does anyway, and keeps the class safe to call from any thread.
+crash can lose the last transactions). One writer connection guarded by a lock serialises writes,
+which SQLite does anyway; reads go through a read-only connection per thread, so they neither wait
+for that lock nor for each other. Every read is one statement (one consistent snapshot) and every
+write commits before it returns, so a read sees every write that returned before it began.
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ _RESULT_COLUMNS = (
     "error_code", "error_message", "upload_status", "webhook_status",
 )
 _UNFINISHED: tuple[ResultStatus, ...] = ("queued", "running")
+#: A task and its results (none: one row with NULL result columns), in index order.
+_GET_TASK = (
+    "SELECT t.task_uuid, t.api_key, t.body, t.status, t.created_at, "
+    + ", ".join(f'r."{name}"' for name in _RESULT_COLUMNS)
+    + ' FROM tasks AS t LEFT JOIN results AS r ON r.task_uuid = t.task_uuid WHERE t.task_uuid = ? ORDER BY r."index"'
+)
 
 
 class TaskStore:
@@ -72,11 +80,36 @@ class TaskStore:
         self._db.execute("PRAGMA busy_timeout=5000")
         with self._lock:
             self._db.executescript(_SCHEMA)
+        self._local = threading.local()
+        #: Every thread's read connection, so ``close`` closes them and dead threads' are dropped.
+        self._readers: dict[threading.Thread, sqlite3.Connection] = {}
+        self._closed = False
 
     def close(self) -> None:
         """Close the database (further calls fail)."""
         with self._lock:
+            self._closed = True
+            for reader in self._readers.values():
+                reader.close()
+            self._readers.clear()
             self._db.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection (opened on first use)."""
+        reader = getattr(self._local, "db", None)
+        if reader is not None:
+            return reader
+        with self._lock:
+            if self._closed:
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            for thread in [t for t in self._readers if not t.is_alive()]:
+                self._readers.pop(thread).close()
+            reader = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            reader.execute("PRAGMA busy_timeout=5000")
+            reader.execute("PRAGMA query_only=1")
+            self._readers[threading.current_thread()] = reader
+        self._local.db = reader
+        return reader
 
     # -- tasks ---------------------------------------------------------------------------------
 
@@ -112,31 +145,34 @@ class TaskStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return self.get_task(task_uuid)
+        # Exactly what was written (the columns not inserted take their defaults).
+        return TaskRecord(
+            task_uuid=task_uuid, api_key=api_key, body=body, status=status, created_at=now,
+            results=tuple(ResultRecord(task_uuid=task_uuid, index=i, status=status, seed=seed)
+                          for i, seed in enumerate(seeds)),
+        )
 
     def get_task(self, task_uuid: str) -> TaskRecord | None:
         """The task with every result, or None."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT task_uuid, api_key, body, status, created_at FROM tasks WHERE task_uuid = ?",
-                (task_uuid,),
-            ).fetchone()
-            if row is None:
-                return None
-            results = self._results(task_uuid)
-        return TaskRecord(task_uuid=row[0], api_key=row[1], body=row[2], status=row[3], created_at=row[4],
-                          results=results)
+        # One statement, so the task and its results come from the same snapshot.
+        rows = self._reader().execute(_GET_TASK, (task_uuid,)).fetchall()
+        if not rows:
+            return None
+        first = rows[0]
+        results = tuple(
+            ResultRecord(**dict(zip(_RESULT_COLUMNS, row[5:]))) for row in rows if row[6] is not None
+        )
+        return TaskRecord(task_uuid=first[0], api_key=first[1], body=first[2], status=first[3],
+                          created_at=first[4], results=results)
 
     def get_base_seed(self, task_uuid: str) -> int | None:
         """The base seed chosen at submit (so a resumed render gives the same pictures)."""
-        with self._lock:
-            row = self._db.execute("SELECT base_seed FROM tasks WHERE task_uuid = ?", (task_uuid,)).fetchone()
+        row = self._reader().execute("SELECT base_seed FROM tasks WHERE task_uuid = ?", (task_uuid,)).fetchone()
         return None if row is None else row[0]
 
     def get_error(self, task_uuid: str) -> str | None:
         """The task-level error message, if the task failed as a whole."""
-        with self._lock:
-            row = self._db.execute("SELECT error FROM tasks WHERE task_uuid = ?", (task_uuid,)).fetchone()
+        row = self._reader().execute("SELECT error FROM tasks WHERE task_uuid = ?", (task_uuid,)).fetchone()
         return None if row is None else row[0]
 
     def update_task_status(self, task_uuid: str, status: ResultStatus, error: str | None = None) -> None:
@@ -187,15 +223,7 @@ class TaskStore:
 
     def result_path(self, task_uuid: str, index: int) -> Path | None:
         """The local file of a finished result, if one was recorded."""
-        with self._lock:
-            row = self._db.execute(
-                'SELECT path FROM results WHERE task_uuid = ? AND "index" = ?', (task_uuid, index)
-            ).fetchone()
+        row = self._reader().execute(
+            'SELECT path FROM results WHERE task_uuid = ? AND "index" = ?', (task_uuid, index)
+        ).fetchone()
         return None if row is None or row[0] is None else Path(row[0])
-
-    def _results(self, task_uuid: str) -> tuple[ResultRecord, ...]:
-        columns = ", ".join(f'"{name}"' for name in _RESULT_COLUMNS)
-        rows = self._db.execute(
-            f'SELECT {columns} FROM results WHERE task_uuid = ? ORDER BY "index"', (task_uuid,)
-        ).fetchall()
-        return tuple(ResultRecord(**dict(zip(_RESULT_COLUMNS, row))) for row in rows)

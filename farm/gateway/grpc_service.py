@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = farm_pb2.DESCRIPTOR.services_by_name["VideoInference"].full_name
 #: Largest asset UploadAsset accepts (the validator's media strings top out at 50 MiB too).
 MAX_ASSET_BYTES = 50 * 1024 * 1024
+#: Submits of tasks up to this size (serialised) are handled on the event loop when the service
+#: allows it (``inline_calls``); larger ones carry media whose validation belongs in a thread.
+INLINE_SUBMIT_BYTES = 64 * 1024
 
 
 class RpcFailure(Exception):
@@ -166,10 +169,13 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
             await context.abort(status.code, status.details, status.trailing_metadata)
         await context.abort(failure.code, failure.message)
 
-    @staticmethod
-    async def _call(fn, *args):
-        # TaskService methods are synchronous (SQLite, Ray handles); a thread keeps the loop
-        # free for other RPCs and Watch streams while one of them waits on the disk.
+    async def _call(self, fn, *args, inline: bool = False):
+        # TaskService methods are synchronous. A service that says its calls never block
+        # (``inline_calls``, e.g. TaskManager's get/submit: a short SQLite statement) is called
+        # right here on the loop: the hop to a thread and back cost more than the call itself.
+        # Anything else runs in a thread, keeping the loop free for other RPCs and Watch streams.
+        if inline and getattr(self.service, "inline_calls", False):
+            return fn(*args)
         return await asyncio.to_thread(fn, *args)
 
     # ---------------------------------------------------------------- RPCs
@@ -192,7 +198,9 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
             # The RPC says which task type this is; the seed's JSON requires it, so fill it in.
             raw.setdefault("taskType", TASK_TYPE)
             try:
-                record = await self._call(self.service.submit, raw, key)
+                # Large tasks (inline media) are validated in a thread: decoding them takes a while.
+                record = await self._call(self.service.submit, raw, key,
+                                          inline=message.ByteSize() <= INLINE_SUBMIT_BYTES)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a per-task error
                 if not isinstance(exc, FarmError):
                     log.exception("submit failed")
@@ -206,10 +214,10 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
         self._count("Submit", grpc.StatusCode.OK)
         return response
 
-    async def _task_call(self, method: str, fn, request, context) -> farm_pb2.TaskResponse:
+    async def _task_call(self, method: str, fn, request, context, *, inline: bool = False) -> farm_pb2.TaskResponse:
         try:
             key = self._key(context)
-            record = await self._call(fn, request.task_uuid, key)
+            record = await self._call(fn, request.task_uuid, key, inline=inline)
         except Exception as exc:  # noqa: BLE001
             if not isinstance(exc, FarmError):
                 log.exception("%s failed", method)
@@ -220,7 +228,7 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
 
     async def GetResponse(self, request: farm_pb2.GetResponseRequest, context) -> farm_pb2.TaskResponse:
         """Every result of the task so far; ``NOT_FOUND`` for an unknown (or another key's) task."""
-        return await self._task_call("GetResponse", self.service.get, request, context)
+        return await self._task_call("GetResponse", self.service.get, request, context, inline=True)
 
     async def Cancel(self, request: farm_pb2.CancelRequest, context) -> farm_pb2.TaskResponse:
         """Cancel the task and answer its results."""
@@ -231,7 +239,7 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
         try:
             key = self._key(context)
             # Resolve the task first so an unknown UUID fails the call instead of an empty stream.
-            await self._call(self.service.get, request.task_uuid, key)
+            await self._call(self.service.get, request.task_uuid, key, inline=True)
             async for event in self.service.watch(request.task_uuid, key):
                 yield event_message(event)
         except Exception as exc:  # noqa: BLE001

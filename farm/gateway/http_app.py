@@ -46,6 +46,9 @@ HTTP_STATUS = {
 }
 
 SERVICE_KEY = web.AppKey("service", object)
+#: Requests up to this size have their tasks validated on the event loop when the service allows
+#: it (``inline_calls``); larger ones carry media whose validation belongs in a thread.
+INLINE_SUBMIT_BYTES = 64 * 1024
 
 
 def _json(body: dict, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -74,8 +77,12 @@ class RestFace:
 
     # ---------------------------------------------------------------- POST /v1
 
-    async def _one(self, item: Any, key: str | None, data: list, errors: list) -> BaseException | None:
-        """Handle one array item into ``data``/``errors``; returns the exception when it failed."""
+    async def _one(self, item: Any, key: str | None, data: list, errors: list,
+                   small: bool = True) -> BaseException | None:
+        """Handle one array item into ``data``/``errors``; returns the exception when it failed.
+
+        ``small``: the request body is small enough to validate its tasks on the event loop.
+        """
         task_type = item.get("taskType") if isinstance(item, dict) else None
         task_uuid = item.get("taskUUID") if isinstance(item, dict) and isinstance(item.get("taskUUID"), str) else None
         try:
@@ -84,7 +91,7 @@ class RestFace:
                     errors.append({"code": "missingParameter", "message": "getResponse needs a taskUUID",
                                    "parameter": "taskUUID", "taskUUID": "", "retryable": False})
                     return
-                record = await asyncio.to_thread(self.service.get, task_uuid, key)
+                record = await self._call(self.service.get, task_uuid, key)
                 d, e = task_answer(record, self.public_base_url)
                 data.extend(d)
                 errors.extend(e)
@@ -94,7 +101,7 @@ class RestFace:
                     errors.append({"code": "unavailable", "message": "gateway is shutting down",
                                    "parameter": "", "taskUUID": task_uuid or "", "retryable": True})
                     return
-                record = await asyncio.to_thread(self.service.submit, item, key)
+                record = await self._call(self.service.submit, item, key, inline=small)
                 data.append(ack_item(record))
             else:
                 errors.append({"code": "invalidTaskType",
@@ -107,6 +114,13 @@ class RestFace:
             return exc
         return None
 
+    async def _call(self, fn, *args, inline: bool = True):
+        # On the loop when the service says its calls never block (``inline_calls``: TaskManager's
+        # get/submit are a short SQLite statement), else in a thread; see the gRPC face.
+        if inline and getattr(self.service, "inline_calls", False):
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
     async def post_v1(self, request: web.Request) -> web.Response:
         """``POST /v1``: an array of task objects (a single object is taken as an array of one)."""
         try:
@@ -115,7 +129,8 @@ class RestFace:
             self._count("/v1", 401)
             return _json({"errors": error_items(exc)}, 401, {"WWW-Authenticate": "Bearer"})
         try:
-            body = json.loads(await request.read())
+            raw_body = await request.read()
+            body = json.loads(raw_body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             self._count("/v1", 400)
             return _json({"errors": [{"code": "invalidJSON", "message": f"body is not JSON: {exc}",
@@ -130,7 +145,7 @@ class RestFace:
         last_error = None
         for item in items:
             # Kept for the HTTP status of an answer where every item failed.
-            last_error = await self._one(item, key, data, errors) or last_error
+            last_error = await self._one(item, key, data, errors, len(raw_body) <= INLINE_SUBMIT_BYTES) or last_error
         answer: dict[str, Any] = {}
         if data:
             answer["data"] = data
