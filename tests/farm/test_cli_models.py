@@ -109,16 +109,21 @@ def test_render_with_a_tiny_weights_profile_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_serve_registers_the_config_files_profiles(tmp_path):
     """``profiles:`` in the gateway config: the gateway accepts tasks for the profile's model id and
-    still refuses unknown ids (weights are not loaded until a pool starts, so none are needed here)."""
+    still refuses unknown ids."""
     import re
     import signal
     import time
     import urllib.error
     import urllib.request
 
+    from models.tiny import save_tiny_wan
+
+    # Real (tiny) weights: the accepted task starts rendering before SIGTERM, as in test_serve, and
+    # a pool whose weights fail to load would make the shutdown depend on that failure's timing.
+    weights = save_tiny_wan(tmp_path / "tiny-wan")
     (tmp_path / "profiles.yaml").write_text(
-        "profiles:\n  - {model: 'test:served@1', video: {pipeline: WanVACEPipeline, weights: /nowhere}, "
-        "window_frames: 17, overlap_frames: 5, native: {area: 7168}}\n")
+        f"profiles:\n  - {{model: 'test:served@1', video: {{pipeline: WanPipeline, weights: '{weights}'}}, "
+        "window_frames: 17, overlap_frames: 5, native: {area: 7168}, steps: 2}\n")
     config = tmp_path / "farm.yaml"
     config.write_text("profiles: profiles.yaml\nmax_queue: 5\n")
     process = subprocess.Popen(
