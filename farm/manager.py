@@ -245,6 +245,8 @@ class TaskManager:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queue = _FairQueue()
+        #: Submits past the admission check whose task is being written (their queue places).
+        self._admitting_now = 0
         self._running: _Running | None = None
         self._stopping = False
         self._admitting = True
@@ -311,24 +313,33 @@ class TaskManager:
         with self._lock:
             if not self._admitting:
                 raise QueueFullError("the farm is shutting down; retry later", retry_after_s=self._retry_after())
-            if len(self._queue) >= self._max_queue:
+            if len(self._queue) + self._admitting_now >= self._max_queue:
                 raise QueueFullError(
                     f"the queue is full ({self._max_queue} tasks waiting)", retry_after_s=self._retry_after()
                 )
+            # A place in the queue is held while the task is written, so the SQLite write
+            # happens outside the lock and neither other submits nor lookups wait for it.
+            self._admitting_now += 1
+        record = None
+        try:
             # The base seed is fixed now and persisted, so a render resumed after a restart gives
             # the same pictures as the one that was interrupted.
             base_seed = task.seed if task.seed is not None else secrets.randbelow(2**31)
-            try:
-                record = self._store.insert_task(
-                    task.task_uuid, api_key, body, base_seed=base_seed, seeds=result_seeds(task, base_seed)
-                )
-            except sqlite3.IntegrityError:
-                record = None
-            else:
-                self._queue.push(api_key, task.task_uuid)
-                self._set_queue_depth()
-                self._wake.notify_all()
-                record = dataclasses.replace(record, queue_position=self._queue.position(task.task_uuid))
+            record = self._store.insert_task(
+                task.task_uuid, api_key, body, base_seed=base_seed, seeds=result_seeds(task, base_seed)
+            )
+        except sqlite3.IntegrityError:
+            record = None
+        finally:
+            with self._lock:
+                self._admitting_now -= 1
+                # Stored first, queued second: the runner never pops a task the store lacks. (A
+                # ``start`` that ran meanwhile may have queued it from the store already.)
+                if record is not None and task.task_uuid not in self._queue:
+                    self._queue.push(api_key, task.task_uuid)
+                    self._set_queue_depth()
+                    self._wake.notify_all()
+                    record = dataclasses.replace(record, queue_position=self._queue.position(task.task_uuid))
         if record is None:
             # Another submit of this UUID won the race to the primary key.
             existing = self._store.get_task(task.task_uuid)

@@ -37,6 +37,8 @@ MAX_ASSET_BYTES = 50 * 1024 * 1024
 #: Submits of tasks up to this size (serialised) are handled on the event loop when the service
 #: allows it (``inline_calls``); larger ones carry media whose validation belongs in a thread.
 INLINE_SUBMIT_BYTES = 64 * 1024
+#: Task fields holding URLs that submission may vet (resolving the host name).
+URL_FIELDS = ("webhookURL", "uploadEndpoint")
 
 
 class RpcFailure(Exception):
@@ -198,9 +200,11 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
             # The RPC says which task type this is; the seed's JSON requires it, so fill it in.
             raw.setdefault("taskType", TASK_TYPE)
             try:
-                # Large tasks (inline media) are validated in a thread: decoding them takes a while.
-                record = await self._call(self.service.submit, raw, key,
-                                          inline=message.ByteSize() <= INLINE_SUBMIT_BYTES)
+                # In a thread: large tasks (inline media: validating decodes it) and tasks naming
+                # URLs (the gateway may vet their host names, which can wait on DNS).
+                inline = message.ByteSize() <= INLINE_SUBMIT_BYTES and not any(
+                    isinstance(raw.get(name), str) for name in URL_FIELDS)
+                record = await self._call(self.service.submit, raw, key, inline=inline)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a per-task error
                 if not isinstance(exc, FarmError):
                     log.exception("submit failed")

@@ -49,6 +49,8 @@ SERVICE_KEY = web.AppKey("service", object)
 #: Requests up to this size have their tasks validated on the event loop when the service allows
 #: it (``inline_calls``); larger ones carry media whose validation belongs in a thread.
 INLINE_SUBMIT_BYTES = 64 * 1024
+#: Task fields holding URLs that submission may vet (resolving the host name).
+URL_FIELDS = ("webhookURL", "uploadEndpoint")
 
 
 def _json(body: dict, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -101,7 +103,9 @@ class RestFace:
                     errors.append({"code": "unavailable", "message": "gateway is shutting down",
                                    "parameter": "", "taskUUID": task_uuid or "", "retryable": True})
                     return
-                record = await self._call(self.service.submit, item, key, inline=small)
+                # URLs may be vetted at submission (a DNS lookup): those tasks go to a thread.
+                inline = small and not (isinstance(item, dict) and any(isinstance(item.get(n), str) for n in URL_FIELDS))
+                record = await self._call(self.service.submit, item, key, inline=inline)
                 data.append(ack_item(record))
             else:
                 errors.append({"code": "invalidTaskType",
