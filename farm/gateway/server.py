@@ -106,6 +106,14 @@ class GuardedService:
         self.service = service
         self.guard = guard
 
+    @property
+    def inline_calls(self) -> bool:
+        """Whether the faces may call get/submit on the event loop (see ``TaskManager``).
+
+        Safe through this wrapper: tasks carrying URLs, whose check may wait on DNS, are still
+        sent to a thread by the faces."""
+        return getattr(self.service, "inline_calls", False)
+
     def submit(self, raw_task: dict, api_key: str | None):
         """Validate, vet the URLs, then submit (see ``TaskService.submit``)."""
         from farm.errors import ForbiddenURLError
@@ -390,3 +398,9 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Event | None = None) ->
     finally:
         print("farm gateway: shutting down", flush=True)
         await gateway.stop()
+        if config.ray_address is None:
+            # The embedded Ray is ours: without an explicit shutdown its dashboard and
+            # runtime-env agents outlive the gateway process.
+            import ray
+
+            ray.shutdown()
