@@ -194,9 +194,8 @@ def _render(args: argparse.Namespace) -> int:
         return EXIT_INVALID
 
     from farm.cluster import connect_ray
-    from farm.planner import plan_clip
     from farm.pool import WorkerConfig, WorkerPool
-    from farm.render import render_task
+    from farm.render import plan_task, render_task
     from models.profiles import get_profile
 
     if args.weights:
@@ -232,8 +231,7 @@ def _render(args: argparse.Namespace) -> int:
                 audio = " + 1 audio" if pools[task.model].audio_worker is not None else ""
                 print(f"starting {args.workers} video{audio} worker(s) for {profile.model_id} "
                       f"(Ray up in {time.perf_counter() - started:.1f}s)", file=sys.stderr)
-            plan = plan_clip(task.num_frames, window_frames=profile.window_frames,
-                             overlap_frames=profile.overlap_frames, temporal_stride=profile.temporal_stride)
+            plan = plan_task(task, profile)
             progress = _Progress(task, len(plan.chunks), enabled=not args.no_progress)
             try:
                 results = render_task(task, pools[task.model], args.out, base_seed=args.seed, on_event=progress)

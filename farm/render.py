@@ -36,7 +36,7 @@ from farm.stitch import Stitcher
 from farm.task import VideoInferenceTask
 from farm.workers import AudioOutput, ChunkOutput, ChunkWork, cancel_flags
 from kernels.resize import resize_frames
-from models.base import AudioRequest
+from models.base import AudioRequest, ModelProfile
 
 Stage = Literal["chunk", "audio", "encode", "result"]
 
@@ -113,6 +113,17 @@ def result_seeds(task: VideoInferenceTask, base_seed: int | None = None) -> list
     if base is None:
         base = secrets.randbelow(2**31)
     return [base + i for i in range(task.number_results)]
+
+
+def plan_task(task: VideoInferenceTask, profile: ModelProfile, blend: Literal["linear", "cosine"] = "cosine") -> ClipPlan:
+    """The chunk plan of each of ``task``'s results on ``profile``."""
+    return plan_clip(
+        task.num_frames,
+        window_frames=profile.window_frames,
+        overlap_frames=profile.overlap_frames,
+        temporal_stride=profile.temporal_stride,
+        blend=blend,
+    )
 
 
 class _Finisher(threading.Thread):
@@ -231,15 +242,9 @@ def render_task(
     if task.settings.audio and pool.audio_worker is None:
         raise RenderError(f"profile {profile.model_id!r} has no audio backend but settings.audio is true")
 
+    plan = plan_task(task, profile, blend)  # the same cut for every result; only seeds differ
     states: list[_ResultState] = []
     for index, seed in enumerate(result_seeds(task, base_seed)):
-        plan = plan_clip(
-            task.num_frames,
-            window_frames=profile.window_frames,
-            overlap_frames=profile.overlap_frames,
-            temporal_stride=profile.temporal_stride,
-            blend=blend,
-        )
         path = out_dir / f"{task.task_uuid}-{index}.{_EXTENSIONS[task.output_format]}"
         encoder = ResultEncoder(
             path,
