@@ -12,7 +12,8 @@
     ├── TaskCancelledError     the task was cancelled
     ├── UnauthenticatedError   missing or unknown API key
     ├── ForbiddenURLError      a URL points at a refused address (loopback, private, ...)
-    └── DeliveryError          upload or webhook delivery failed after every retry
+    ├── DeliveryError          upload or webhook delivery failed after every retry
+    └── SafetyError            the safety checker flagged a result; nothing is delivered
 
 Each class carries ``code`` (the JSON error code), ``grpc_status`` (a ``grpc.StatusCode`` name)
 and ``retryable`` (whether the same request may succeed later), so the gateway maps errors with
@@ -151,6 +152,14 @@ class DeliveryError(FarmError):
     code = "deliveryFailed"
     grpc_status = "UNAVAILABLE"
     retryable = True
+
+
+class SafetyError(FarmError):
+    """``safety.checkContent`` flagged a result: it is an error and its file is never delivered."""
+
+    code = "safety"
+    grpc_status = "FAILED_PRECONDITION"
+    retryable = False
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ the same whichever worker renders it.
 from __future__ import annotations
 
 import collections
+import logging
 import queue
 import secrets
 import threading
@@ -20,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 import ray
 from ray.exceptions import RayActorError
@@ -37,6 +38,11 @@ from farm.task import VideoInferenceTask
 from farm.workers import AudioOutput, ChunkOutput, ChunkWork, cancel_flags
 from kernels.resize import resize_frames
 from models.base import AudioRequest, ModelProfile
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from farm.media import MediaResolver
 
 Stage = Literal["chunk", "audio", "encode", "result"]
 
@@ -91,9 +97,14 @@ class RenderResult:
     has_audio: bool
     chunks: int
     timings: ResultTimings
+    #: The prompt the model rendered when ``settings.promptExtend`` extended it, else None.
+    extended_prompt: str | None = None
 
 
 EventCallback = Callable[[RenderEvent], None]
+#: Called once per result as soon as its file is final (in that result's finisher thread), before
+#: ``render_task`` returns; an exception in it is logged and does not fail the render.
+ResultCallback = Callable[["RenderResult"], None]
 #: Sees every final frame of a result at the output size, in order, before the encoder does:
 #: ``(result_index, first_frame_index, uint8 [n, height, width, 3])``. For safety checks and
 #: previews; it runs in the result's finisher thread.
@@ -132,8 +143,10 @@ class _Finisher(threading.Thread):
     _END = object()
 
     def __init__(self, *, index: int, plan: ClipPlan, encoder: ResultEncoder, width: int, height: int,
-                 emit: EventCallback, on_frames: FramesCallback | None):
+                 emit: EventCallback, on_frames: FramesCallback | None,
+                 on_done: Callable[["_Finisher"], None] | None = None):
         super().__init__(name=f"finisher-{index}", daemon=True)
+        self._on_done = on_done
         self.index = index
         self._plan = plan
         self._encoder = encoder
@@ -168,6 +181,11 @@ class _Finisher(threading.Thread):
                     self.path = Path(self._encoder.close())
                     self.encode_seconds += time.perf_counter() - started
                     self.activity.append((started_at, time.time()))
+                    if self._on_done is not None:
+                        try:
+                            self._on_done(self)
+                        except Exception:  # noqa: BLE001 - the file is final; the caller logs its own failure
+                            log.exception("on_result failed for result %d", self.index)
                     return
                 if kind == "abort":
                     self._encoder.abort()
@@ -203,6 +221,8 @@ class _ResultState:
     audio_seconds: float = 0.0
     wants_audio: bool = False
     model_activity: list[tuple[float, float]] = field(default_factory=list)
+    video_uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    extended_prompt: str | None = None
 
 
 def render_task(
@@ -215,6 +235,9 @@ def render_task(
     on_frames: FramesCallback | None = None,
     blend: Literal["linear", "cosine"] = "cosine",
     should_cancel: CancelCheck | None = None,
+    results: Sequence[int] | None = None,
+    on_result: ResultCallback | None = None,
+    resolver: "MediaResolver | None" = None,
 ) -> list[RenderResult]:
     """Render every result of ``task`` on ``pool`` into ``out_dir``; returns them in order.
 
@@ -225,6 +248,11 @@ def render_task(
     dispatching, the workers stop their chunks at the next denoising step (see
     ``farm.workers.CancelFlags``), partial files are removed and ``TaskCancelledError`` is raised
     after the workers are free again.
+
+    ``results`` renders only those result indices (a resumed task skips the results it already
+    delivered); each keeps its seed ``base + index``. ``on_result`` is called as each result's
+    file becomes final. ``resolver`` fetches the task's media inputs (``farm.media``); without one,
+    inputs given as URLs, data URIs or base64 are still fetched through a default ``UrlGuard``.
     """
     started = time.perf_counter()
     profile = pool.profile
@@ -243,8 +271,21 @@ def render_task(
         raise RenderError(f"profile {profile.model_id!r} has no audio backend but settings.audio is true")
 
     plan = plan_task(task, profile, blend)  # the same cut for every result; only seeds differ
-    states: list[_ResultState] = []
-    for index, seed in enumerate(result_seeds(task, base_seed)):
+    seeds = result_seeds(task, base_seed)
+    wanted = range(task.number_results) if results is None else sorted(set(results))
+    if any(not 0 <= i < task.number_results for i in wanted):
+        raise ValueError(f"results {list(wanted)} out of range for numberResults {task.number_results}")
+
+    def build(finisher: _Finisher) -> RenderResult:
+        return _result_of(task, states[finisher.index], started)
+
+    def done(finisher: _Finisher) -> None:
+        if on_result is not None:
+            on_result(build(finisher))
+
+    states: dict[int, _ResultState] = {}
+    for index in wanted:
+        seed = seeds[index]
         path = out_dir / f"{task.task_uuid}-{index}.{_EXTENSIONS[task.output_format]}"
         encoder = ResultEncoder(
             path,
@@ -257,55 +298,59 @@ def render_task(
             expected_frames=task.num_frames,
         )
         finisher = _Finisher(index=index, plan=plan, encoder=encoder, width=task.width, height=task.height,
-                             emit=emit, on_frames=on_frames)
-        states.append(_ResultState(index=index, seed=seed, plan=plan, finisher=finisher, wants_audio=wants_audio))
-    for state in states:
+                             emit=emit, on_frames=on_frames, on_done=done)
+        states[index] = _ResultState(index=index, seed=seed, plan=plan, finisher=finisher, wants_audio=wants_audio)
+    for state in states.values():
         state.finisher.start()
 
     try:
         _run(task, pool, states, emit, native_w, native_h, should_cancel)
     except BaseException as exc:
-        for state in states:
+        for state in states.values():
             state.finisher.abort()
-        for state in states:
+        for state in states.values():
             state.finisher.join()
         if isinstance(exc, FarmError):
             raise
         raise RenderError(f"render of task {task.task_uuid} failed: {exc}") from exc
 
-    results = []
-    for state in states:
+    rendered = []
+    for state in states.values():
         state.finisher.join()
         if state.finisher.error is not None:
-            for other in states:
+            for other in states.values():
                 other.finisher.abort()
             raise RenderError(
                 f"result {state.index} of task {task.task_uuid} failed while encoding: {state.finisher.error}"
             ) from state.finisher.error
         emit(RenderEvent(stage="result", result_index=state.index, done=1, total=1))
-        results.append(
-            RenderResult(
-                index=state.index,
-                seed=state.seed,
-                video_uuid=str(uuid.uuid4()),
-                path=state.finisher.path,
-                output_format=task.output_format,
-                num_frames=task.num_frames,
-                width=task.width,
-                height=task.height,
-                fps=OUTPUT_FPS,
-                has_audio=state.wants_audio,
-                chunks=len(state.plan.chunks),
-                timings=ResultTimings(
-                    model_s=state.model_seconds,
-                    audio_s=state.audio_seconds,
-                    encode_s=state.finisher.encode_seconds,
-                    wall_s=time.perf_counter() - started,
-                    activity=tuple(sorted(state.model_activity + state.finisher.activity)),
-                ),
-            )
-        )
-    return results
+        rendered.append(build(state.finisher))
+    return rendered
+
+
+def _result_of(task: VideoInferenceTask, state: _ResultState, started: float) -> RenderResult:
+    """The ``RenderResult`` of a result whose file is final."""
+    return RenderResult(
+        index=state.index,
+        seed=state.seed,
+        video_uuid=state.video_uuid,
+        path=state.finisher.path,
+        output_format=task.output_format,
+        num_frames=task.num_frames,
+        width=task.width,
+        height=task.height,
+        fps=OUTPUT_FPS,
+        has_audio=state.wants_audio,
+        chunks=len(state.plan.chunks),
+        timings=ResultTimings(
+            model_s=state.model_seconds,
+            audio_s=state.audio_seconds,
+            encode_s=state.finisher.encode_seconds,
+            wall_s=time.perf_counter() - started,
+            activity=tuple(sorted(state.model_activity + state.finisher.activity)),
+        ),
+        extended_prompt=state.extended_prompt,
+    )
 
 
 def _encode_prompt(pool: WorkerPool, prompt: str):
@@ -332,7 +377,7 @@ def _cancel(task: VideoInferenceTask, flags, token: str | None, in_flight: dict)
     raise TaskCancelledError(f"task {task.task_uuid} was cancelled")
 
 
-def _run(task: VideoInferenceTask, pool: WorkerPool, states: list[_ResultState], emit: EventCallback,
+def _run(task: VideoInferenceTask, pool: WorkerPool, states: dict[int, _ResultState], emit: EventCallback,
          native_w: int, native_h: int, should_cancel: CancelCheck | None = None) -> None:
     profile = pool.profile
     # A fresh token per render: a resumed or repeated render of the same task is never cancelled
@@ -341,15 +386,15 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: list[_ResultState],
     flags = cancel_flags() if should_cancel is not None else None
     if should_cancel is not None and should_cancel():
         _cancel(task, flags, token, {})
-    if any(s.finisher.error for s in states):
-        raise RenderError(str(next(s.finisher.error for s in states if s.finisher.error)))
+    if any(s.finisher.error for s in states.values()):
+        raise RenderError(str(next(s.finisher.error for s in states.values() if s.finisher.error)))
 
     audio_pending: dict[ray.ObjectRef, tuple[int, AudioRequest]] = {}
 
     def start_audio(index: int, request: AudioRequest) -> None:
         audio_pending[pool.audio_worker.render.remote(index, request)] = (index, request)
 
-    for state in states:
+    for state in states.values():
         if state.wants_audio:
             start_audio(state.index, AudioRequest(
                 prompt=task.positive_prompt,
@@ -373,7 +418,7 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: list[_ResultState],
             cancel_token=token,
             cancel_flags=flags,
         )
-        for state in states
+        for state in states.values()
         for chunk in state.plan.chunks
     )
     idle = list(pool.video_workers)
@@ -428,9 +473,9 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: list[_ResultState],
         state.finisher.add_chunk(chunk)
         emit(RenderEvent(stage="chunk", result_index=chunk.result_index, done=state.chunks_done,
                          total=len(state.plan.chunks), seconds=chunk.seconds))
-        failed = next((s for s in states if s.finisher.error is not None), None)
+        failed = next((s for s in states.values() if s.finisher.error is not None), None)
         if failed is not None:
             raise RenderError(f"result {failed.index} failed while encoding: {failed.finisher.error}")
 
-    for state in states:
+    for state in states.values():
         state.finisher.finish()

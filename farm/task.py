@@ -60,6 +60,9 @@ class Inputs:
     reference_images: tuple[ReferenceImageGroup, ...] = ()
     frame_images: tuple[FrameImage, ...] = ()
     reference_videos: tuple[ReferenceVideo, ...] = ()
+    #: Extension to the seed: ``inputs.mask``, an image or video (white = regenerate) that limits
+    #: a ``reference`` video's editing to the white area (inpainting). Needs a reference video.
+    mask: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

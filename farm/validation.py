@@ -173,7 +173,7 @@ _TOP_LEVEL_FIELDS = frozenset(
 )
 _SAFETY_FIELDS = frozenset({"checkContent", "mode"})
 _SETTINGS_FIELDS = frozenset({"audio", "promptExtend"})
-_INPUTS_FIELDS = frozenset({"referenceImages", "frameImages", "referenceVideos"})
+_INPUTS_FIELDS = frozenset({"referenceImages", "frameImages", "referenceVideos", "mask"})
 _REFERENCE_IMAGE_FIELDS = frozenset({"type", "images", "tag", "audio"})
 _FRAME_IMAGE_FIELDS = frozenset({"image", "frame"})
 _REFERENCE_VIDEO_FIELDS = frozenset({"type", "tag", "video"})
@@ -895,6 +895,13 @@ def _read_inputs(report: _Report, raw: Mapping[Any, Any], num_frames: int | None
                 "inputs.referenceVideos",
                 "cannot be combined with inputs.referenceImages",
             )
+    mask = None
+    if obj.get("mask") is not None:
+        mask = _check_media(report, obj["mask"], "inputs.mask")
+        if not obj.get("referenceVideos"):
+            report.add("inputs.mask", "needs inputs.referenceVideos: the mask marks what to regenerate in that video")
+        elif reference_videos and reference_videos[0].type != "reference":
+            report.add("inputs.mask", "needs a referenceVideos item of type reference (editing), not extend")
     first_use: dict[str, str] = {}
     for tag, field in tags:
         if tag in first_use:
@@ -907,7 +914,17 @@ def _read_inputs(report: _Report, raw: Mapping[Any, Any], num_frames: int | None
         reference_images=reference_images,  # type: ignore[arg-type]
         frame_images=frame_images,  # type: ignore[arg-type]
         reference_videos=reference_videos,  # type: ignore[arg-type]
+        mask=mask,
     )
+
+
+def _check_tags_mentioned(report: _Report, inputs: Inputs, prompt: str) -> None:
+    """Every reference's ``@tag`` must be mentioned in ``positivePrompt`` (that is what links them)."""
+    tagged = [(f"inputs.referenceImages[{i}].tag", g.tag) for i, g in enumerate(inputs.reference_images)]
+    tagged += [(f"inputs.referenceVideos[{i}].tag", v.tag) for i, v in enumerate(inputs.reference_videos)]
+    for field, tag in tagged:
+        if not re.search(re.escape(tag) + r"(?![\w-])", prompt):
+            report.add(field, f"tag {tag} must be mentioned in positivePrompt", value=tag)
 
 
 def _has_reference_type_video(raw: Mapping[Any, Any]) -> bool:
@@ -984,6 +1001,9 @@ def parse_task(
     settings, audio_given = _read_settings(report, raw)
     inputs = _read_inputs(report, raw, num_frames)
     seed = _read_int(report, raw, "seed", "", default=None, lo=0, hi=SEED_MAX)
+
+    if inputs is not None and prompt is not None:
+        _check_tags_mentioned(report, inputs, prompt)
 
     if _has_reference_type_video(raw):
         raw_settings = raw.get("settings")

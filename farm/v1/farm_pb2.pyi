@@ -38,14 +38,16 @@ class ReferenceVideo(_message.Message):
     def __init__(self, type: _Optional[str] = ..., tag: _Optional[str] = ..., video: _Optional[str] = ...) -> None: ...
 
 class Inputs(_message.Message):
-    __slots__ = ("reference_images", "frame_images", "reference_videos")
+    __slots__ = ("reference_images", "frame_images", "reference_videos", "mask")
     REFERENCE_IMAGES_FIELD_NUMBER: _ClassVar[int]
     FRAME_IMAGES_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_VIDEOS_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
     reference_images: _containers.RepeatedCompositeFieldContainer[ReferenceImageGroup]
     frame_images: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Value]
     reference_videos: _containers.RepeatedCompositeFieldContainer[ReferenceVideo]
-    def __init__(self, reference_images: _Optional[_Iterable[_Union[ReferenceImageGroup, _Mapping]]] = ..., frame_images: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., reference_videos: _Optional[_Iterable[_Union[ReferenceVideo, _Mapping]]] = ...) -> None: ...
+    mask: str
+    def __init__(self, reference_images: _Optional[_Iterable[_Union[ReferenceImageGroup, _Mapping]]] = ..., frame_images: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., reference_videos: _Optional[_Iterable[_Union[ReferenceVideo, _Mapping]]] = ..., mask: _Optional[str] = ...) -> None: ...
 
 class Settings(_message.Message):
     __slots__ = ("audio", "prompt_extend")
@@ -146,7 +148,7 @@ class GetResponseRequest(_message.Message):
     def __init__(self, task_uuid: _Optional[str] = ...) -> None: ...
 
 class VideoResult(_message.Message):
-    __slots__ = ("task_type", "task_uuid", "status", "video_uuid", "video_url", "seed", "cost", "progress", "result_index", "state", "upload_status", "webhook_status")
+    __slots__ = ("task_type", "task_uuid", "status", "video_uuid", "video_url", "seed", "cost", "progress", "result_index", "state", "upload_status", "webhook_status", "extended_prompt")
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     TASK_UUID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +161,7 @@ class VideoResult(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     UPLOAD_STATUS_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_STATUS_FIELD_NUMBER: _ClassVar[int]
+    EXTENDED_PROMPT_FIELD_NUMBER: _ClassVar[int]
     task_type: str
     task_uuid: str
     status: str
@@ -171,7 +174,8 @@ class VideoResult(_message.Message):
     state: str
     upload_status: str
     webhook_status: str
-    def __init__(self, task_type: _Optional[str] = ..., task_uuid: _Optional[str] = ..., status: _Optional[str] = ..., video_uuid: _Optional[str] = ..., video_url: _Optional[str] = ..., seed: _Optional[int] = ..., cost: _Optional[float] = ..., progress: _Optional[float] = ..., result_index: _Optional[int] = ..., state: _Optional[str] = ..., upload_status: _Optional[str] = ..., webhook_status: _Optional[str] = ...) -> None: ...
+    extended_prompt: str
+    def __init__(self, task_type: _Optional[str] = ..., task_uuid: _Optional[str] = ..., status: _Optional[str] = ..., video_uuid: _Optional[str] = ..., video_url: _Optional[str] = ..., seed: _Optional[int] = ..., cost: _Optional[float] = ..., progress: _Optional[float] = ..., result_index: _Optional[int] = ..., state: _Optional[str] = ..., upload_status: _Optional[str] = ..., webhook_status: _Optional[str] = ..., extended_prompt: _Optional[str] = ...) -> None: ...
 
 class TaskResponse(_message.Message):
     __slots__ = ("data", "errors")

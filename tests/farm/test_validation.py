@@ -29,7 +29,9 @@ MINIMAL = {
     "taskType": "videoInference",
     "taskUUID": UUID,
     "model": DEFAULT_MODEL,
-    "positivePrompt": "A lighthouse on a cliff at sunset, waves crashing below.",
+    # Mentions every @tag the tests use: a reference's tag must appear in the prompt.
+    "positivePrompt": "A lighthouse on a cliff at sunset, waves crashing below. "
+                      "With @hero, @look, @clip, @actor, @a, @b, @c, @d, @other and @same.",
 }
 
 
@@ -748,3 +750,23 @@ def test_example_contents(name, fmt, size, frames_, results, quality):
 def test_huge_integers_are_reported_not_crashed_on(changes):
     found = violations(make(**changes))
     assert all(len(str(v)) < 2000 for v in found)
+
+
+def test_a_reference_tag_must_be_mentioned_in_the_prompt():
+    raw = make(positivePrompt="@dancer on a stage", inputs={
+        "referenceImages": [{"type": "image", "images": [PNG], "tag": "@dancer"}]})
+    assert parse_task(raw).inputs.reference_images[0].tag == "@dancer"
+    # "@dancers" is another word, not a mention of @dancer; an unmentioned tag names the field.
+    raw["positivePrompt"] = "Two @dancers on a stage"
+    [violation] = violations(raw)
+    assert violation.field == "inputs.referenceImages[0].tag"
+    assert "@dancer" in violation.message and "positivePrompt" in violation.message
+
+
+def test_mask_needs_a_reference_type_video():
+    video = {"type": "reference", "tag": "@clip", "video": ASSET_UUID}
+    task = parse_task(make(inputs={"referenceVideos": [video], "mask": PNG}))
+    assert task.inputs.mask == PNG
+    assert fields(make(inputs={"mask": PNG})) == ["inputs.mask"]
+    assert fields(make(inputs={"referenceVideos": [dict(video, type="extend")], "mask": PNG})) == ["inputs.mask"]
+    assert fields(make(inputs={"referenceVideos": [video], "mask": 7})) == ["inputs.mask"]
