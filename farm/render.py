@@ -88,7 +88,7 @@ class RenderResult:
     index: int
     seed: int
     video_uuid: str
-    path: Path
+    path: Path | None
     output_format: str
     num_frames: int
     width: int
@@ -99,6 +99,9 @@ class RenderResult:
     timings: ResultTimings
     #: The prompt the model rendered when ``settings.promptExtend`` extended it, else None.
     extended_prompt: str | None = None
+    #: Set when this result failed on its own (e.g. ``SafetyError``) while the others went on;
+    #: ``path`` is then None and nothing may be delivered.
+    error: FarmError | None = None
 
 
 EventCallback = Callable[[RenderEvent], None]
