@@ -8,7 +8,7 @@ and calls ``encode_prompt`` once per task and ``render_chunk`` once per temporal
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -20,6 +20,54 @@ class PromptEmbeds:
 
     prompt_embeds: torch.Tensor
     negative_prompt_embeds: torch.Tensor | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkConditioning:
+    """What steers one chunk besides the prompt: known frames, masks and reference images.
+
+    ``frames`` maps a chunk-local frame index to ``uint8 [H, W, 3]`` RGB at the chunk's native size
+    (a keyframe, a frame of a control or source video, or the previous chunk's tail in sequential
+    mode). ``masks`` maps a local frame index to ``uint8 [H, W]``: 255 = regenerate, 0 = keep the
+    given pixels. A frame in ``frames`` without a mask is kept as given; a frame in neither is
+    generated freely. ``reference_images`` (``uint8 [h, w, 3]``, at most the native size) condition
+    every frame of the chunk (subject, scene or style references).
+    """
+
+    frames: Mapping[int, np.ndarray] = field(default_factory=dict)
+    masks: Mapping[int, np.ndarray] = field(default_factory=dict)
+    reference_images: tuple[np.ndarray, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing conditions the chunk (plain text-to-video)."""
+        return not (self.frames or self.masks or self.reference_images)
+
+    def dense(self, num_frames: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The chunk as a VACE-style source video and mask.
+
+        Returns ``video`` float32 ``[num_frames, height, width, 3]`` in ``[0, 1]`` (0.5 -- zero in the
+        model's ``[-1, 1]`` range -- where nothing is given) and ``mask`` float32
+        ``[num_frames, height, width]``, 1 where the model generates and 0 where it keeps pixels.
+        Raises ``ValueError`` for frames outside the chunk or of the wrong size.
+        """
+        video = np.full((num_frames, height, width, 3), 0.5, dtype=np.float32)
+        mask = np.ones((num_frames, height, width), dtype=np.float32)
+        for index, frame in self.frames.items():
+            self._check(index, frame.shape, (height, width, 3), num_frames, "frame")
+            video[index] = frame.astype(np.float32) / 255.0
+            mask[index] = 0.0
+        for index, frame_mask in self.masks.items():
+            self._check(index, frame_mask.shape, (height, width), num_frames, "mask")
+            mask[index] = (frame_mask >= 128).astype(np.float32)
+        return video, mask
+
+    @staticmethod
+    def _check(index: int, shape: tuple, expected: tuple, num_frames: int, what: str) -> None:
+        if not 0 <= index < num_frames:
+            raise ValueError(f"conditioning {what} at local frame {index} is outside the chunk's {num_frames} frames")
+        if tuple(shape) != expected:
+            raise ValueError(f"conditioning {what} at local frame {index} has shape {tuple(shape)}, expected {expected}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +88,8 @@ class ChunkRequest:
     num_inference_steps: int
     guidance_scale: float
     seed: int
+    #: Keyframes, source/control frames, masks and reference images (None: text only).
+    conditioning: ChunkConditioning | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +100,10 @@ class AudioRequest:
     duration_s: float
     seed: int
     num_inference_steps: int
+    #: A voice/timbre reference (``referenceImages[].audio``): float32 ``[channels, n]`` at
+    #: ``voice_rate``; the backend resamples it. None: no reference.
+    voice: np.ndarray | None = field(default=None, repr=False)
+    voice_rate: int = 0
 
 
 #: Called after each denoising step with (step_index, total_steps).
@@ -71,6 +125,9 @@ class VideoBackend(Protocol):
         """Text conditioning for ``prompt``; computed once per task."""
         ...
 
+    #: Whether ``render_chunk`` honours ``request.conditioning`` (keyframes, masks, references).
+    supports_conditioning: bool
+
     def render_chunk(self, request: ChunkRequest, on_step: StepCallback | None = None) -> np.ndarray:
         """Frames of one chunk as ``uint8 [num_frames, height, width, 3]`` RGB."""
         ...
@@ -83,9 +140,10 @@ class AudioBackend(Protocol):
     #: Sample rate of the arrays ``render`` returns.
     sample_rate: int
 
-    def render(self, request: AudioRequest) -> np.ndarray:
+    def render(self, request: AudioRequest, on_step: StepCallback | None = None) -> np.ndarray:
         """Audio as ``float32 [channels, samples]`` in ``[-1, 1]`` at ``sample_rate``, at least
-        ``duration_s`` long (the farm trims or pads to the video's exact length)."""
+        ``duration_s`` long (the farm trims or pads to the video's exact length). ``on_step`` is
+        called after each denoising step and may raise to cancel."""
         ...
 
 
