@@ -144,6 +144,28 @@ def tiny_wan_pipeline(seed: int = DEFAULT_SEED) -> WanPipeline:
     return pipe
 
 
+def tiny_vace_pipeline(seed: int = DEFAULT_SEED):
+    """A tiny random-weight ``WanVACEPipeline``: the tiny Wan components with a 2-layer VACE transformer.
+
+    ``vace_in_channels`` 96 = 16 (inactive latents) + 16 (reactive latents) + 64 (the mask folded
+    over the VAE's 8x8 spatial stride), as in the real model. Its plain transformer blocks are the
+    tiny Wan's (same seed), so text-to-video output differs from ``tiny_wan_pipeline`` only by
+    the VACE hints.
+    """
+    from diffusers import WanVACEPipeline, WanVACETransformer3DModel
+
+    components = tiny_wan_components(seed)
+    torch.manual_seed(seed)
+    components["transformer"] = WanVACETransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+        text_dim=TEXT_DIM, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, vace_layers=[0, 1], vace_in_channels=96,
+    ).eval()
+    pipe = WanVACEPipeline(**components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def tiny_stable_audio_components(seed: int = DEFAULT_SEED) -> dict:
     """The components of a tiny Stable Audio pipeline (see ``tiny_stable_audio_pipeline``).
 

@@ -3,7 +3,9 @@
 Three pipeline classes share the backend, picked by name (``VIDEO_PIPELINES``): ``WanPipeline``
 (text-to-video), ``WanVACEPipeline`` (Wan 2.1 VACE) and ``SkyReelsV2DiffusionForcingPipeline``
 (SkyReels V2 DF). All three take the same text encoding, noise latents and VAE, so the chunk path is
-one; VACE and DF run here as text-to-video (no conditioning video, mask or reference images).
+one. Only VACE takes conditioning (``ChunkRequest.conditioning``): known frames and masks become its
+source ``video`` and ``mask``, reference images its ``reference_images``; ``WanPipeline`` and DF
+run text-to-video and refuse conditioning.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 import diffusers
 from diffusers import AutoencoderKLWan, WanPipeline
 
-from models.base import ChunkRequest, PromptEmbeds, StepCallback
+from models.base import ChunkConditioning, ChunkRequest, PromptEmbeds, StepCallback
 
 #: Hub id of the smallest open Wan 2.1 text-to-video checkpoint in diffusers layout.
 from models.weights import DEFAULT_WAN_WEIGHTS  # noqa: E402  (re-exported)
@@ -96,6 +98,7 @@ class WanVideoBackend:
         """
         self.pipeline = pipeline
         pipeline.set_progress_bar_config(disable=True)
+        self.supports_conditioning: bool = isinstance(pipeline, diffusers.WanVACEPipeline)
         if isinstance(pipeline, diffusers.SkyReelsV2DiffusionForcingPipeline):
             # Instance attribute, so other users of the class are untouched.
             pipeline.prepare_latents = functools.partial(_df_prepare_latents, pipeline.prepare_latents)
@@ -199,6 +202,12 @@ class WanVideoBackend:
                 f"(chunk {request.chunk_index})"
             )
         expected = self.latent_shape(request.num_frames, request.height, request.width)
+        conditioning = request.conditioning
+        if conditioning is not None and not conditioning.empty and not self.supports_conditioning:
+            raise ValueError(
+                f"{type(self.pipeline).__name__} cannot take keyframes, masks or reference images "
+                f"(chunk {request.chunk_index}); use a WanVACEPipeline profile"
+            )
         if tuple(request.latents.shape) != expected:
             raise ValueError(
                 f"latents of chunk {request.chunk_index} have shape {tuple(request.latents.shape)}, expected "
@@ -219,7 +228,11 @@ class WanVideoBackend:
 
         embeds = request.prompt
         negative = embeds.negative_prompt_embeds
+        # Float32 noise, copied so the pipeline can never write into the caller's slice.
+        latents = request.latents.to(device=self.device, dtype=torch.float32, copy=True)
         extra: dict[str, Any] = {}
+        if request.conditioning is not None and not request.conditioning.empty:
+            extra, latents = self._vace_inputs(request, latents)
         if isinstance(self.pipeline, diffusers.SkyReelsV2DiffusionForcingPipeline):
             # Diffusion forcing denoises in base_num_frames windows (97 by default): one window the
             # size of the chunk makes it a single synchronous pass over exactly the farm's noise.
@@ -229,8 +242,7 @@ class WanVideoBackend:
             **extra,
             prompt_embeds=embeds.prompt_embeds.to(self.device),
             negative_prompt_embeds=None if negative is None else negative.to(self.device),
-            # Float32 noise, copied so the pipeline can never write into the caller's slice.
-            latents=request.latents.to(device=self.device, dtype=torch.float32, copy=True),
+            latents=latents,
             num_frames=request.num_frames,
             height=request.height,
             width=request.width,
@@ -244,3 +256,27 @@ class WanVideoBackend:
         )
         frames = output.frames[0]
         return frames_to_uint8(frames)
+
+    def _vace_inputs(self, request: ChunkRequest, latents: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor]:
+        """VACE's ``video``, ``mask`` and ``reference_images`` for the chunk, and its noise.
+
+        Each reference image takes one extra latent frame in front of the chunk's (VACE drops it
+        after denoising); its noise is drawn from the result seed, so every chunk of a result, on
+        any worker, starts its reference slots from the same noise.
+        """
+        from PIL import Image
+
+        conditioning: ChunkConditioning = request.conditioning  # type: ignore[assignment]
+        video, mask = conditioning.dense(request.num_frames, request.height, request.width)
+        extra: dict[str, Any] = {
+            "video": video[None],  # [1, F, H, W, 3] in [0, 1]
+            "mask": np.repeat(mask[None, ..., None], 3, axis=-1),
+        }
+        references = conditioning.reference_images
+        if references:
+            extra["reference_images"] = [Image.fromarray(np.ascontiguousarray(image)) for image in references]
+            channels, h, w = self.latent_frame_shape(request.height, request.width)
+            generator = torch.Generator("cpu").manual_seed((request.seed * 7919 + 17) % 2**63)
+            slots = torch.randn((1, channels, len(references), h, w), generator=generator, dtype=torch.float32)
+            latents = torch.cat([slots.to(latents.device), latents], dim=2)
+        return extra, latents
