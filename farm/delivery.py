@@ -105,12 +105,14 @@ def webhook_payload(record: ResultRecord, *, task_type: str = "videoInference") 
         {'errors': [{'code': 'workerLost', 'message': 'worker 3 died', 'taskUUID': 't1'}]}
 
     ``cost`` appears only when it was computed (``includeCost``); ``videoURL`` only when the result
-    is served by URL. A result still queued or running has nothing to deliver: ``ValueError``.
+    is served by URL; ``extendedPrompt`` only when ``promptExtend`` rewrote the prompt; an error's
+    ``parameter`` only when it is about one field (a media input). A result still queued or running has nothing to deliver: ``ValueError``.
     """
     if record.status == "success":
         item: dict[str, Any] = {"taskType": task_type, "taskUUID": record.task_uuid, "status": "success",
                                 "videoUUID": record.video_uuid}
-        for key, value in (("videoURL", record.video_url), ("seed", record.seed), ("cost", record.cost)):
+        for key, value in (("videoURL", record.video_url), ("seed", record.seed), ("cost", record.cost),
+                           ("extendedPrompt", record.extended_prompt)):
             if value is not None:
                 item[key] = value
         return {"data": [item]}
@@ -118,7 +120,10 @@ def webhook_payload(record: ResultRecord, *, task_type: str = "videoInference") 
         cancelled = record.status == "cancelled"
         code = record.error_code or ("taskCancelled" if cancelled else "internalError")
         message = record.error_message or ("the task was cancelled" if cancelled else "the result failed")
-        return {"errors": [{"code": code, "message": message, "taskUUID": record.task_uuid}]}
+        error = {"code": code, "message": message, "taskUUID": record.task_uuid}
+        if record.error_parameter:
+            error["parameter"] = record.error_parameter
+        return {"errors": [error]}
     raise ValueError(f"result {record.task_uuid}:{record.index} is {record.status!r}; only finished results are delivered")
 
 

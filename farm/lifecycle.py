@@ -32,6 +32,10 @@ class ResultRecord:
     progress: float = 0.0
     error_code: str | None = None
     error_message: str | None = None
+    #: The field path an ``invalidParameter`` error is about (``inputs.frameImages[0].image``).
+    error_parameter: str | None = None
+    #: The prompt the model rendered when ``settings.promptExtend`` extended it.
+    extended_prompt: str | None = None
     #: Delivery outcomes: None (not asked), "pending", "delivered", "failed".
     upload_status: str | None = None
     webhook_status: str | None = None

@@ -36,10 +36,12 @@ from farm.errors import (
     error_info,
 )
 from farm.lifecycle import ProgressEvent, ResultRecord, TaskRecord
+from farm.media import MediaResolver
 from farm.pool import WorkerPool
 from farm.render import RenderEvent, RenderResult, render_task, result_seeds
 from farm.store import TaskStore
 from farm.task import VideoInferenceTask
+from farm.urlguard import UrlGuard
 from farm.validation import parse_task
 from models.base import ModelProfile
 from models.profiles import get_profile
@@ -188,7 +190,9 @@ class TaskManager:
     """Admits, queues, renders and tracks ``videoInference`` tasks (implements ``TaskService``).
 
     ``pool_factory(profile)`` builds a ``WorkerPool`` the first time a model is needed; the pool is
-    kept warm for later tasks. ``artifacts`` (anything with ``put(video_uuid, source, content_type,
+    kept warm for later tasks. ``url_guard`` (the gateway's ``UrlGuard``, the allow-list webhooks
+    use) and ``assets_dir`` (``<data-dir>/assets``) build each task's ``MediaResolver``, which
+    fetches its media inputs as the task's owner. ``artifacts`` (anything with ``put(video_uuid, source, content_type,
     ttl_s)``) receives each finished file; ``on_result`` is the gateway's hook for URLs, uploads and
     webhooks; ``metrics`` (``farm.metrics.FarmMetrics`` or alike) is told about tasks, stages and
     workers.
@@ -226,6 +230,8 @@ class TaskManager:
         known_models: tuple[str, ...] | None = None,
         profile_lookup: Callable[[str], ModelProfile] = get_profile,
         render: RenderFunction = render_task,
+        url_guard: Any = None,
+        assets_dir: str | Path | None = None,
     ):
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
@@ -241,6 +247,8 @@ class TaskManager:
         self._known_models = known_models
         self._profile_lookup = profile_lookup
         self._render = render
+        self._url_guard = url_guard
+        self._assets_dir = Path(assets_dir) if assets_dir is not None else None
 
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -413,6 +421,18 @@ class TaskManager:
         if delivered:
             self._publish(ProgressEvent(task_uuid=record.task_uuid, kind="delivered", result_index=record.index))
 
+    def pending_deliveries(self) -> list[tuple[ResultRecord, VideoInferenceTask]]:
+        """Results whose upload or webhook is still ``pending``, with their tasks: deliveries a
+        restart cut off, for the gateway to run again (same idempotency key)."""
+        pending = []
+        for record, body in self._store.pending_deliveries():
+            try:
+                pending.append((record, self._parse(json.loads(body))))
+            except (TaskValidationError, ValueError) as exc:
+                log.warning("cannot redeliver %s result %d: its task no longer parses (%s)",
+                            record.task_uuid, record.index, exc)
+        return pending
+
     def result_path(self, task_uuid: str, index: int) -> Path | None:
         """The local file of a finished result (before any artifact store moved it)."""
         return self._store.result_path(task_uuid, index)
@@ -458,10 +478,18 @@ class TaskManager:
                        f"task {task_uuid} cannot be resumed: its model or parameters are no longer served ({exc})")
             return
         base_seed = self._store.get_base_seed(task_uuid)
+        # A resumed task renders only the results an earlier run did not finish: a delivered
+        # result is never rendered (nor delivered) twice, and one that failed on its own (safety)
+        # would fail again with the same seed.
+        todo = [result.index for result in record.results if result.status not in _FINISHED]
+        stored = {result.index: result for result in record.results}
+        if not todo:
+            self._finish_task(task_uuid)
+            return
 
         self._store.update_task_status(task_uuid, "running")
-        for result in record.results:
-            self._store.upsert_result(dataclasses.replace(result, status="running", progress=0.0))
+        for index in todo:
+            self._store.upsert_result(dataclasses.replace(stored[index], status="running", progress=0.0))
         if self._metrics:
             self._metrics.observe_stage("queued", queued_s)
         self._publish(ProgressEvent(task_uuid=task_uuid, kind="running"))
@@ -476,11 +504,27 @@ class TaskManager:
         if self._metrics:
             self._metrics.set_workers(workers, 0)
 
+        # Each result is delivered as soon as its file is final (render_task calls ``on_result``
+        # from that result's finisher thread), while the others still render. ``delivered``
+        # claims an index under ``claim_lock`` so the list render_task returns never delivers a
+        # result twice; ``deliver_lock`` keeps one result's store writes and hook calls together.
+        delivered: set[int] = set()
+        claim_lock, deliver_lock = threading.Lock(), threading.Lock()
+
+        def deliver_once(result: RenderResult) -> None:
+            with claim_lock:
+                if result.index in delivered:
+                    return
+                delivered.add(result.index)
+            with deliver_lock:
+                self._deliver(task, result, stored[result.index])
+
         progress = _ProgressTracker(self, task_uuid, task, record.results)
         try:
             results = self._render(
                 task, pool, self._out_dir, base_seed=base_seed, on_event=progress.on_render_event,
-                should_cancel=running.cancel.is_set,
+                should_cancel=running.cancel.is_set, results=todo, on_result=deliver_once,
+                resolver=self._resolver(record.api_key),
             )
         except TaskCancelledError:
             if self._stopping:
@@ -493,6 +537,13 @@ class TaskManager:
                     self._metrics.task_finished("cancelled")
                 self._publish(ProgressEvent(task_uuid=task_uuid, kind="cancelled", message="cancelled while running"))
             return
+        except TaskValidationError as exc:
+            # Media inputs are fetched and decoded by the render (they may be URLs or assets):
+            # a bad one fails the task like a submit-time violation, naming the field.
+            first = exc.violations[0] if exc.violations else None
+            message = "; ".join(str(v) for v in exc.violations) or str(exc)
+            self._fail(task_uuid, exc.code, message, parameter=first.field if first else None)
+            return
         except Exception as exc:  # noqa: BLE001 - reported on the task
             info = error_info(exc)
             self._fail(task_uuid, info.code, str(exc))
@@ -503,14 +554,58 @@ class TaskManager:
 
         self._task_seconds.append(time.perf_counter() - running.started)
         for result in results:
-            self._deliver(task, result, record.results[result.index])
+            deliver_once(result)
+        self._finish_task(task_uuid)
+
+    def _finish_task(self, task_uuid: str) -> None:
+        """End a task whose results all finished: ``success`` if any succeeded, else ``error``.
+
+        A result that failed on its own (e.g. ``safety``) keeps its error in GetResponse; the
+        task still counts as a success when another result was delivered (docs/task-schema.md).
+        """
+        record = self._store.get_task(task_uuid)
+        results = record.results if record else ()
+        failed = [r for r in results if r.status != "success"]
+        if results and len(failed) == len(results):
+            first = failed[0]
+            message = first.error_message or "every result failed"
+            self._store.update_task_status(task_uuid, "error", message)
+            if self._metrics:
+                self._metrics.task_finished("error")
+            self._publish(ProgressEvent(task_uuid=task_uuid, kind="error", message=message,
+                                        extra={"code": first.error_code or "renderFailed"}))
+            return
         self._store.update_task_status(task_uuid, "success")
         if self._metrics:
             self._metrics.task_finished("success")
-        self._publish(ProgressEvent(task_uuid=task_uuid, kind="done"))
+        self._publish(ProgressEvent(task_uuid=task_uuid, kind="done",
+                                    extra={"succeeded": len(results) - len(failed), "failed": len(failed)}))
 
     def _deliver(self, task: VideoInferenceTask, result: RenderResult, stored: ResultRecord) -> None:
-        """Record one finished result, hand it to the artifact store and the gateway's hook."""
+        """Record one finished result, hand it to the artifact store and the gateway's hook.
+
+        A result that failed on its own (``result.error``) is recorded as an error and only the
+        hook hears of it (for a webhook in the platform's error shape); nothing is stored or
+        uploaded. Upload and webhook are marked ``pending`` in the same write that records the
+        result, so a delivery cut off by a restart is found and retried (``pending_deliveries``).
+        """
+        if result.error is not None:
+            info = error_info(result.error)
+            record = dataclasses.replace(
+                stored, status="error", seed=result.seed, progress=1.0, error_code=info.code,
+                error_message=str(result.error) or info.code,
+                error_parameter=getattr(result.error, "parameter", None) or None,
+                webhook_status="pending" if task.webhook_url else stored.webhook_status,
+            )
+            self._store.upsert_result(record)
+            if self._metrics:
+                self._metrics.result_finished("error")
+                self._metrics.render_failed(info.code)
+            self._publish(ProgressEvent(task_uuid=task.task_uuid, kind="result", result_index=result.index,
+                                        message=record.error_message,
+                                        extra={"code": info.code, "seed": result.seed}))
+            self._call_hook(task, record)
+            return
         if self._metrics:
             # Observes the render and encode stages too.
             self._metrics.observe_result(result)
@@ -528,21 +623,30 @@ class TaskManager:
             except Exception:  # noqa: BLE001 - the file stays local; delivery reports the failure
                 log.exception("artifact store refused %s", result.video_uuid)
         record = dataclasses.replace(
-            stored, status="success", seed=result.seed, video_uuid=result.video_uuid, cost=cost, progress=1.0
+            stored, status="success", seed=result.seed, video_uuid=result.video_uuid, cost=cost, progress=1.0,
+            extended_prompt=result.extended_prompt,
+            upload_status="pending" if task.upload_endpoint else stored.upload_status,
+            webhook_status="pending" if task.webhook_url else stored.webhook_status,
         )
         self._store.upsert_result(record, path=path)
-        self._publish(ProgressEvent(task_uuid=task.task_uuid, kind="result", result_index=result.index,
-                                    extra={"video_uuid": result.video_uuid, "seed": result.seed}))
-        if self._on_result is not None:
-            started = time.perf_counter()
-            try:
-                updated = self._on_result(record, task)
-                if isinstance(updated, ResultRecord):
-                    self._store.upsert_result(updated)
-            except Exception:  # noqa: BLE001 - one failed delivery must not stop the farm
-                log.exception("on_result failed for %s result %d", task.task_uuid, result.index)
-            if self._metrics:
-                self._metrics.observe_stage("deliver", time.perf_counter() - started)
+        extra = {"video_uuid": result.video_uuid, "seed": result.seed}
+        if result.extended_prompt:
+            extra["extended_prompt"] = result.extended_prompt
+        self._publish(ProgressEvent(task_uuid=task.task_uuid, kind="result", result_index=result.index, extra=extra))
+        self._call_hook(task, record)
+
+    def _call_hook(self, task: VideoInferenceTask, record: ResultRecord) -> None:
+        if self._on_result is None:
+            return
+        started = time.perf_counter()
+        try:
+            updated = self._on_result(record, task)
+            if isinstance(updated, ResultRecord):
+                self._store.upsert_result(updated)
+        except Exception:  # noqa: BLE001 - one failed delivery must not stop the farm
+            log.exception("on_result failed for %s result %d", task.task_uuid, record.index)
+        if self._metrics:
+            self._metrics.observe_stage("deliver", time.perf_counter() - started)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -550,6 +654,11 @@ class TaskManager:
         if self._known_models is None:
             return parse_task(raw)
         return parse_task(raw, known_models=self._known_models)
+
+    def _resolver(self, api_key: str | None) -> MediaResolver:
+        """Fetches the task's media inputs as its owner: another key's assets read as not found."""
+        guard = self._url_guard if self._url_guard is not None else UrlGuard(())
+        return MediaResolver(guard=guard, assets_dir=self._assets_dir, artifacts=self._artifacts, api_key=api_key)
 
     def _pool_for(self, profile: ModelProfile) -> WorkerPool:
         pool = self._pools.get(profile.model_id)
@@ -585,7 +694,9 @@ class TaskManager:
             return
         self._store.update_task_status(record.task_uuid, "queued")
         for result in record.results:
-            self._store.upsert_result(dataclasses.replace(result, status="queued", progress=0.0))
+            # Finished results stay as they are: the resumed run renders only the others.
+            if result.status not in _FINISHED:
+                self._store.upsert_result(dataclasses.replace(result, status="queued", progress=0.0))
 
     def _finish_cancelled(self, task_uuid: str, message: str) -> None:
         record = self._store.get_task(task_uuid)
@@ -597,19 +708,25 @@ class TaskManager:
                 if self._metrics:
                     self._metrics.result_finished("cancelled")
 
-    def _fail(self, task_uuid: str, code: str, message: str) -> None:
+    def _fail(self, task_uuid: str, code: str, message: str, *, parameter: str | None = None) -> None:
+        """Every unfinished result fails with ``code``; the task ends by ``_finish_task``'s rule
+        (still ``success`` if a result was delivered before the failure)."""
         record = self._store.get_task(task_uuid)
-        self._store.update_task_status(task_uuid, "error", message)
         for result in record.results if record else ():
             if result.status not in _FINISHED:
-                self._store.upsert_result(
-                    dataclasses.replace(result, status="error", error_code=code, error_message=message))
+                self._store.upsert_result(dataclasses.replace(
+                    result, status="error", error_code=code, error_message=message, error_parameter=parameter))
                 if self._metrics:
                     self._metrics.result_finished("error")
                     self._metrics.render_failed(code)
+        if record is not None and any(r.status == "success" for r in record.results):
+            self._finish_task(task_uuid)
+            return
+        self._store.update_task_status(task_uuid, "error", message)
         if self._metrics:
             self._metrics.task_finished("error")
-        self._publish(ProgressEvent(task_uuid=task_uuid, kind="error", message=message, extra={"code": code}))
+        extra = {"code": code, **({"parameter": parameter} if parameter else {})}
+        self._publish(ProgressEvent(task_uuid=task_uuid, kind="error", message=message, extra=extra))
 
     def _retry_after(self) -> float:
         if not self._task_seconds:

@@ -43,13 +43,24 @@ CREATE TABLE IF NOT EXISTS results (
     error_message  TEXT,
     upload_status  TEXT,
     webhook_status TEXT,
+    error_parameter TEXT,
+    extended_prompt TEXT,
     PRIMARY KEY (task_uuid, "index")
 );
 """
+#: Columns added to ``results`` after the first release: ``TaskStore`` adds any that an existing
+#: database lacks, so a gateway upgraded in place keeps its tasks.
+_ADDED_RESULT_COLUMNS = (("error_parameter", "TEXT"), ("extended_prompt", "TEXT"))
+#: Results whose upload or webhook was not finished (a restart must deliver them again). Created
+#: after the migration, since it names columns an old database may lack.
+_PENDING_INDEX = (
+    "CREATE INDEX IF NOT EXISTS results_pending_delivery ON results (task_uuid)"
+    " WHERE upload_status = 'pending' OR webhook_status = 'pending'"
+)
 
 _RESULT_COLUMNS = (
     "task_uuid", "index", "status", "seed", "video_uuid", "video_url", "cost", "progress",
-    "error_code", "error_message", "upload_status", "webhook_status",
+    "error_code", "error_message", "upload_status", "webhook_status", "error_parameter", "extended_prompt",
 )
 _UNFINISHED: tuple[ResultStatus, ...] = ("queued", "running")
 #: A task and its results (none: one row with NULL result columns), in index order.
@@ -80,10 +91,19 @@ class TaskStore:
         self._db.execute("PRAGMA busy_timeout=5000")
         with self._lock:
             self._db.executescript(_SCHEMA)
+            self._migrate()
         self._local = threading.local()
         #: Every thread's read connection, so ``close`` closes them and dead threads' are dropped.
         self._readers: dict[threading.Thread, sqlite3.Connection] = {}
         self._closed = False
+
+    def _migrate(self) -> None:
+        """Add the result columns an older database lacks (``ALTER TABLE ... ADD COLUMN``)."""
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
+        for name, kind in _ADDED_RESULT_COLUMNS:
+            if name not in present:
+                self._db.execute(f'ALTER TABLE results ADD COLUMN "{name}" {kind}')
+        self._db.execute(_PENDING_INDEX)
 
     def close(self) -> None:
         """Close the database (further calls fail)."""
@@ -220,6 +240,17 @@ class TaskStore:
             self._db.execute(
                 'UPDATE results SET progress = ? WHERE task_uuid = ? AND "index" = ?', (progress, task_uuid, index)
             )
+
+    def pending_deliveries(self) -> list[tuple[ResultRecord, str]]:
+        """Results whose upload or webhook is still ``pending`` (a delivery cut off by a restart),
+        each with its task's body, oldest task first."""
+        rows = self._reader().execute(
+            "SELECT " + ", ".join(f'r."{name}"' for name in _RESULT_COLUMNS) + ", t.body"
+            " FROM results AS r JOIN tasks AS t ON t.task_uuid = r.task_uuid"
+            " WHERE r.upload_status = 'pending' OR r.webhook_status = 'pending'"
+            ' ORDER BY t.created_at, r."index"'
+        ).fetchall()
+        return [(ResultRecord(**dict(zip(_RESULT_COLUMNS, row[:-1]))), row[-1]) for row in rows]
 
     def result_path(self, task_uuid: str, index: int) -> Path | None:
         """The local file of a finished result, if one was recorded."""

@@ -132,7 +132,7 @@ def video_url(result: ResultRecord, public_base_url: str | None) -> str | None:
 
 def result_item(result: ResultRecord, public_base_url: str | None = None) -> dict:
     """One result in the platform's shape: taskType, taskUUID, status, videoUUID, videoURL, seed,
-    cost (only when asked), plus the farm's progress, resultIndex and own state."""
+    cost (only when asked), extendedPrompt (when the prompt was extended), plus the farm's progress, resultIndex and own state."""
     item: dict[str, Any] = {
         "taskType": TASK_TYPE,
         "taskUUID": result.task_uuid,
@@ -154,6 +154,8 @@ def result_item(result: ResultRecord, public_base_url: str | None = None) -> dic
         item["uploadStatus"] = result.upload_status
     if result.webhook_status:
         item["webhookStatus"] = result.webhook_status
+    if result.extended_prompt:
+        item["extendedPrompt"] = result.extended_prompt
     return item
 
 
@@ -168,7 +170,7 @@ def result_error_item(result: ResultRecord) -> dict | None:
     return {
         "code": code,
         "message": result.error_message or f"result {result.index} {result.status}",
-        "parameter": "",
+        "parameter": result.error_parameter or "",
         "taskUUID": result.task_uuid,
         "retryable": False,
     }

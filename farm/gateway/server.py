@@ -173,6 +173,8 @@ class Gateway:
         self._rest: RestFace | None = None
         self._stopped = asyncio.Event()
         self._delivery_threads: list[threading.Thread] = []
+        #: ``_on_result`` runs in the render's finisher threads, several at once.
+        self._delivery_lock = threading.Lock()
         self._sweeper: asyncio.Task | None = None
 
     # ---------------------------------------------------------------- building the farm
@@ -214,6 +216,8 @@ class Gateway:
             return WorkerPool(profile, WorkerConfig(video_workers=workers, gpus_per_worker=gpus,
                                                     audio_worker=profile.audio_factory is not None))
 
+        from farm.urlguard import UrlGuard
+
         self.manager = TaskManager(
             TaskStore(data / "tasks.db"),
             pool_factory=pool_factory,
@@ -226,40 +230,59 @@ class Gateway:
             gpus_per_worker=gpus,
             # Every registered profile (the embedded default and any loaded ones) is a valid model.
             known_models=tuple(known_models()),
+            # Media inputs are fetched under the same allow-list as webhooks and uploads.
+            url_guard=UrlGuard(self.config.allow_urls),
+            assets_dir=data / "assets",
         )
-        from farm.urlguard import UrlGuard
-
         self.service = GuardedService(self.manager, UrlGuard(self.config.allow_urls))
 
-    def _on_result(self, record: ResultRecord, task) -> ResultRecord:
+    def _on_result(self, record: ResultRecord, task) -> None:
         """The manager's hook for a finished result: give it its URL, start uploads and webhooks.
 
-        Delivery (retries with backoff) runs on its own thread so the next render is not held up;
-        its outcome is stored through ``manager.update_result``.
+        Called from the render's finisher threads as each result is final. The manager has
+        already stored the result with ``upload_status``/``webhook_status`` ``pending`` where the
+        task asks for them; a failed result has no upload, only its webhook (error shape).
+        Delivery (retries with backoff) runs on its own thread so rendering is not held up; its
+        outcome is stored through ``manager.update_result``.
         """
-        url = f"{self._public_base_url()}/v1/videos/{record.video_uuid}" if record.video_uuid else None
-        wants_upload = bool(getattr(task, "upload_endpoint", None))
-        wants_webhook = bool(getattr(task, "webhook_url", None))
-        record = dataclasses.replace(
-            record, video_url=url,
-            upload_status="pending" if wants_upload else record.upload_status,
-            webhook_status="pending" if wants_webhook else record.webhook_status,
-        )
-        if wants_upload or wants_webhook:
-            thread = threading.Thread(target=self._deliver, args=(record, task), name="delivery", daemon=True)
+        if record.status == "success" and record.video_uuid and not record.video_url:
+            record = dataclasses.replace(record, video_url=f"{self._public_base_url()}/v1/videos/{record.video_uuid}")
+            # Stored before the delivery thread starts, so its outcome is never overwritten.
+            if self.manager is not None:
+                self.manager.update_result(record)
+        self._start_delivery(record, task)
+
+    def _start_delivery(self, record: ResultRecord, task) -> None:
+        if "pending" not in (record.upload_status, record.webhook_status):
+            return
+        thread = threading.Thread(target=self._deliver, args=(record, task), name="delivery", daemon=True)
+        with self._delivery_lock:
             self._delivery_threads = [t for t in self._delivery_threads if t.is_alive()] + [thread]
-            thread.start()
-        return record
+        thread.start()
+
+    def _redeliver_pending(self) -> int:
+        """Start again every upload/webhook a previous run left ``pending`` (cut off by a stop or
+        a crash); the webhook's idempotency key is the same as the first time."""
+        pending = self.manager.pending_deliveries() if self.manager is not None else []
+        for record, task in pending:
+            log.info("redelivering %s result %d (upload %s, webhook %s)", record.task_uuid, record.index,
+                     record.upload_status, record.webhook_status)
+            self._on_result(record, task)
+        return len(pending)
 
     def _deliver(self, record: ResultRecord, task) -> None:
-        """Upload and/or webhook one result (each retried inside ``farm.delivery``), then store the outcome."""
+        """Upload and/or webhook one result (each retried inside ``farm.delivery``), then store the outcome.
+
+        Only the parts still ``pending`` run, and the upload's outcome is stored before the
+        webhook starts, so a restart in between does not upload twice.
+        """
         from farm import delivery
         from farm.artifacts import content_type_for
         from farm.urlguard import UrlGuard
 
         guard = UrlGuard(self.config.allow_urls)
         final = record
-        if task.upload_endpoint:
+        if task.upload_endpoint and record.upload_status == "pending" and record.status == "success":
             ok = False
             try:
                 path = self.manager.result_path(record.task_uuid, record.index)
@@ -271,7 +294,9 @@ class Gateway:
             final = dataclasses.replace(final, upload_status="delivered" if ok else "failed")
             if not ok and self.metrics is not None:
                 self.metrics.delivery_failed("upload")
-        if task.webhook_url:
+            if self.manager is not None and task.webhook_url:
+                self.manager.update_result(final)
+        if task.webhook_url and record.webhook_status == "pending":
             ok = False
             try:
                 # The key is stable across retries and gateway restarts: receivers can drop repeats.
@@ -335,6 +360,8 @@ class Gateway:
         public = self._public_base_url()
         self._servicer.public_base_url = public
         self._rest.public_base_url = public
+        # Deliveries a previous run left pending; only now can their videoURLs be completed.
+        self._redeliver_pending()
         if self.artifacts is not None and callable(getattr(self.artifacts, "expire", None)):
             self._sweeper = asyncio.create_task(self._sweep_artifacts(), name="artifact-sweeper")
         log.info("gateway up: gRPC %s:%d, HTTP %s:%d", self.config.host, self.grpc_port,
@@ -369,7 +396,9 @@ class Gateway:
             await self._grpc_server.stop(grace)
         if self._http_runner is not None:
             await self._http_runner.cleanup()
-        for thread in self._delivery_threads:
+        with self._delivery_lock:
+            threads = list(self._delivery_threads)
+        for thread in threads:
             await asyncio.to_thread(thread.join, grace)
         close = getattr(self.artifacts, "close", None)
         if callable(close) and self.manager is not None:

@@ -450,3 +450,170 @@ def _actor_gone(name: str) -> bool:
     except ValueError:
         return True
     return False
+
+
+# -- per-result delivery, partial failure, resume, media ---------------------------------------
+
+
+class StreamingRender:
+    """Like ``render_task``: renders only ``results``, calls ``on_result`` as each is final, then
+    returns them all. ``hold_after_first`` keeps the next result rendering until released;
+    ``fail`` maps an index to the ``FarmError`` that result fails with on its own."""
+
+    def __init__(self, *, hold_after_first: bool = False, fail: dict | None = None, extended: str | None = None):
+        self.calls: list[dict] = []
+        self.release = threading.Event()
+        self.hold_after_first = hold_after_first
+        self.fail = fail or {}
+        self.extended = extended
+
+    def __call__(self, task, pool, out_dir, *, base_seed=None, on_event=None, should_cancel=None, results=None,
+                 on_result=None, resolver=None, **_):
+        self.calls.append({"results": results, "resolver": resolver, "base_seed": base_seed})
+        seeds = result_seeds(task, base_seed)
+        rendered = []
+        for n, index in enumerate(range(task.number_results) if results is None else results):
+            if n > 0 and self.hold_after_first:
+                assert self.release.wait(30), "the test never released the second result"
+            error = self.fail.get(index)
+            path = None
+            if error is None:
+                path = Path(out_dir) / f"{task.task_uuid}-{index}.mp4"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(b"fake")
+            result = RenderResult(
+                index=index, seed=seeds[index], video_uuid=f"video-{task.task_uuid}-{index}", path=path,
+                output_format=task.output_format, num_frames=task.num_frames, width=task.width,
+                height=task.height, fps=32, has_audio=False, chunks=1, extended_prompt=self.extended,
+                timings=ResultTimings(model_s=1.0, audio_s=0.0, encode_s=0.1, wall_s=1.5), error=error)
+            if on_result is not None:
+                on_result(result)
+            rendered.append(result)
+        return rendered
+
+
+class RecordingArtifacts:
+    def __init__(self):
+        self.put_uuids: list[str] = []
+
+    def put(self, video_uuid, source, content_type, ttl_s):
+        self.put_uuids.append(video_uuid)
+
+
+def test_each_result_is_delivered_as_it_completes_and_only_once(fake_manager, make_task):
+    render = StreamingRender(hold_after_first=True)
+    hooks = []
+    artifacts = RecordingArtifacts()
+    manager = fake_manager(render, artifacts=artifacts, on_result=lambda record, task: hooks.append(record.index))
+    task = make_task(numberResults=2)
+    manager.submit(task, None)
+    manager.start()
+    # Result 0 is stored and handed to the hook while result 1 is still rendering.
+    record = wait_for(lambda: (r := manager.get(task["taskUUID"], None)).results[0].status == "success" and r)
+    assert record.status == "running"
+    assert record.results[1].status == "running"
+    assert hooks == [0] and artifacts.put_uuids == [f"video-{task['taskUUID']}-0"]
+    render.release.set()
+    done = wait_for(lambda: finished(manager, task["taskUUID"]))
+    assert done.status == "success"
+    # render_task's returned list repeats both results: neither is delivered a second time.
+    assert hooks == [0, 1]
+    assert len(artifacts.put_uuids) == 2
+
+
+def test_a_result_failing_on_its_own_is_an_error_while_the_other_succeeds(fake_manager, make_task):
+    from farm.errors import SafetyError
+    from farm.gateway import task_answer
+
+    hooks = []
+    artifacts = RecordingArtifacts()
+    render = StreamingRender(fail={1: SafetyError("result 1 was flagged by the safety checker")})
+    manager = fake_manager(render, artifacts=artifacts, on_result=lambda record, task: hooks.append(record))
+    task = make_task(numberResults=2)
+    manager.submit(task, None)
+    manager.start()
+    record = wait_for(lambda: finished(manager, task["taskUUID"]))
+    # At least one result delivered: the task succeeded; the flagged result carries its own error.
+    assert record.status == "success"
+    ok, flagged = record.results
+    assert ok.status == "success" and ok.video_uuid
+    assert (flagged.status, flagged.error_code, flagged.video_uuid) == ("error", "safety", None)
+    assert "flagged" in flagged.error_message
+    assert artifacts.put_uuids == [ok.video_uuid]  # nothing stored for the flagged result
+    assert [(r.index, r.status) for r in hooks] == [(0, "success"), (1, "error")]
+    data, errors = task_answer(record)
+    assert [item["status"] for item in data] == ["success", "error"]
+    assert [(e["code"], e["taskUUID"]) for e in errors] == [("safety", task["taskUUID"])]
+
+
+def test_a_task_whose_every_result_failed_is_an_error(fake_manager, make_task):
+    from farm.errors import SafetyError
+
+    render = StreamingRender(fail={0: SafetyError("flagged"), 1: SafetyError("flagged too")})
+    manager = fake_manager(render)
+    task = make_task(numberResults=2)
+    manager.submit(task, None)
+    manager.start()
+    record = wait_for(lambda: finished(manager, task["taskUUID"]))
+    assert record.status == "error"
+    assert {r.error_code for r in record.results} == {"safety"}
+
+
+def test_resume_renders_only_the_results_not_yet_finished(fake_manager, make_task, tmp_path):
+    task = make_task(numberResults=2, seed=100)
+    first = fake_manager()
+    first.submit(task, "k")
+    # As a crash leaves it: result 0 delivered, result 1 mid-render, the task running.
+    store = TaskStore(tmp_path / "tasks.db")
+    stored = store.get_task(task["taskUUID"])
+    store.upsert_result(dataclasses.replace(stored.results[0], status="success", video_uuid="v-kept", progress=1.0))
+    store.upsert_result(dataclasses.replace(stored.results[1], status="running", progress=0.4))
+    store.update_task_status(task["taskUUID"], "running")
+
+    render = StreamingRender()
+    hooks = []
+    manager = fake_manager(render, on_result=lambda record, task: hooks.append(record.index))
+    manager.start()
+    record = wait_for(lambda: finished(manager, task["taskUUID"], "k"))
+    assert [call["results"] for call in render.calls] == [[1]]
+    assert hooks == [1]
+    assert record.status == "success"
+    assert record.results[0].video_uuid == "v-kept"
+    assert (record.results[1].status, record.results[1].seed) == ("success", 101)
+
+
+def test_extended_prompt_is_stored_with_the_result_and_answered(fake_manager, make_task):
+    from farm.gateway import task_answer
+
+    manager = fake_manager(StreamingRender(extended="A lighthouse on a cliff at dusk, in golden light"))
+    task = make_task()
+    manager.submit(task, None)
+    manager.start()
+    record = wait_for(lambda: finished(manager, task["taskUUID"]))
+    assert record.results[0].extended_prompt == "A lighthouse on a cliff at dusk, in golden light"
+    data, _ = task_answer(record)
+    assert data[0]["extendedPrompt"] == "A lighthouse on a cliff at dusk, in golden light"
+
+
+def test_bad_media_fails_the_task_naming_the_field_and_resolves_as_the_owner(fake_manager, make_task, tmp_path):
+    from farm.errors import Violation
+    from farm.gateway import task_answer
+    from farm.urlguard import UrlGuard
+
+    def render(task, pool, out_dir, *, resolver=None, **_):
+        seen.append(resolver)
+        raise TaskValidationError([Violation(field="inputs.frameImages[0].image", message="image does not decode")])
+
+    seen = []
+    guard = UrlGuard(["127.0.0.1"])
+    manager = fake_manager(render, url_guard=guard, assets_dir=tmp_path / "assets")
+    task = make_task()
+    manager.submit(task, "alice")
+    manager.start()
+    record = wait_for(lambda: finished(manager, task["taskUUID"], "alice"))
+    assert record.status == "error"
+    (resolver,) = seen
+    assert (resolver.guard, resolver.api_key, resolver.assets_dir) == (guard, "alice", tmp_path / "assets")
+    _, errors = task_answer(record)
+    assert [(e["code"], e["parameter"]) for e in errors] == [("invalidParameter", "inputs.frameImages[0].image")]
+    assert "does not decode" in errors[0]["message"]

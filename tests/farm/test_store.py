@@ -67,3 +67,33 @@ def test_writes_from_many_threads_all_land(tmp_path):
     for t in threads:
         t.join()
     assert store.count_queued() == 160
+
+
+def test_an_older_database_gains_the_new_result_columns_and_keeps_its_rows(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "tasks.db"
+    old = sqlite3.connect(path)
+    # The schema as the first release wrote it: no error_parameter, no extended_prompt.
+    old.executescript("""
+        CREATE TABLE tasks (task_uuid TEXT PRIMARY KEY, api_key TEXT, body TEXT NOT NULL, status TEXT NOT NULL,
+                            base_seed INTEGER, created_at REAL NOT NULL, updated_at REAL NOT NULL, error TEXT);
+        CREATE TABLE results (task_uuid TEXT NOT NULL, "index" INTEGER NOT NULL, status TEXT NOT NULL, seed INTEGER,
+                              video_uuid TEXT, video_url TEXT, path TEXT, cost REAL, progress REAL NOT NULL DEFAULT 0,
+                              error_code TEXT, error_message TEXT, upload_status TEXT, webhook_status TEXT,
+                              PRIMARY KEY (task_uuid, "index"));
+        INSERT INTO tasks VALUES ('t1', NULL, '{}', 'success', 7, 1.0, 1.0, NULL);
+        INSERT INTO results VALUES ('t1', 0, 'success', 7, 'v1', NULL, NULL, NULL, 1.0, NULL, NULL, NULL, 'pending');
+    """)
+    old.commit()
+    old.close()
+
+    store = TaskStore(path)
+    record = store.get_task("t1")
+    assert (record.results[0].video_uuid, record.results[0].extended_prompt) == ("v1", None)
+    store.upsert_result(dataclasses.replace(record.results[0], extended_prompt="a longer prompt"))
+    assert store.get_task("t1").results[0].extended_prompt == "a longer prompt"
+    assert [(r.task_uuid, r.webhook_status) for r, _ in store.pending_deliveries()] == [("t1", "pending")]
+    store.close()
+    # Reopening a migrated database is a no-op.
+    assert TaskStore(path).get_task("t1").results[0].extended_prompt == "a longer prompt"
