@@ -1,0 +1,158 @@
+"""What a gateway restart must not lose, and what a task's media inputs do on the way to the render.
+
+- Uploads and webhooks left ``pending`` by the previous process are delivered on start, to real
+  HTTP receivers on loopback, with the same idempotency key.
+- A task whose frame image is another key's uploaded asset fails with ``invalidParameter`` naming
+  ``inputs.frameImages[0]...`` in GetResponse (real gRPC, real ``MediaResolver``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import grpc
+import pytest
+
+from farm.lifecycle import ResultRecord
+from farm.store import TaskStore
+from farm.v1 import farm_pb2, farm_pb2_grpc
+from tests.farm.gateway.conftest import GatewayThread
+from tests.farm.gateway.test_end_to_end import Receiver
+
+
+def wait_for(predicate, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s")
+
+
+def test_deliveries_cut_off_by_a_restart_are_retried_on_start(tmp_path, ray_cluster, make_task):
+    from farm.gateway.server import Gateway, GatewayConfig
+    from farm.manager import canonical_body
+
+    receiver = Receiver()
+    base = f"http://127.0.0.1:{receiver.port}"
+    data = tmp_path / "data"
+    video = tmp_path / "left-behind.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42 rendered before the crash")
+
+    # What the previous gateway left: a result stored as success whose upload and webhook were
+    # still pending when it died, and a second task whose webhook had already been delivered.
+    store = TaskStore(data / "tasks.db")
+    pending = make_task(webhookURL=f"{base}/hook", uploadEndpoint=f"{base}/put")
+    done = make_task(webhookURL=f"{base}/hook")
+    for task in (pending, done):
+        store.insert_task(task["taskUUID"], None, canonical_body(task), base_seed=5, seeds=[5], status="success")
+        store.update_task_status(task["taskUUID"], "success")
+    store.upsert_result(ResultRecord(task_uuid=pending["taskUUID"], index=0, status="success", seed=5,
+                                     video_uuid="v-pending", progress=1.0, upload_status="pending",
+                                     webhook_status="pending"), path=video)
+    store.upsert_result(ResultRecord(task_uuid=done["taskUUID"], index=0, status="success", seed=5,
+                                     video_uuid="v-done", progress=1.0, webhook_status="delivered"), path=video)
+    store.close()
+
+    config = GatewayConfig(grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(data), workers=1,
+                           allow_urls=["127.0.0.1"])
+    with GatewayThread(Gateway(config)) as running:
+        record = wait_for(lambda: (r := running.gateway.manager.get(pending["taskUUID"], None).results[0])
+                          .webhook_status == "delivered" and r)
+        assert record.upload_status == "delivered"
+    assert [body for _, body in receiver.uploads] == [video.read_bytes()]
+    assert len(receiver.calls) == 1  # the already-delivered webhook is not sent again
+    headers, body = receiver.calls[0]
+    assert headers["Idempotency-Key"] == f"{pending['taskUUID']}:0"
+    (item,) = body["data"]
+    assert (item["taskUUID"], item["videoUUID"], item["status"]) == (pending["taskUUID"], "v-pending", "success")
+    assert item["videoURL"].endswith("/v1/videos/v-pending")
+
+
+@pytest.fixture
+def media_gateway(tmp_path):
+    """A keyed gateway (alice, bob) over a TaskManager whose render resolves the task's media
+    inputs with the resolver the manager builds, as ``render_task`` does before rendering."""
+    from farm.gateway.server import Gateway, GatewayConfig, GuardedService
+    from farm.manager import TaskManager
+    from farm.media import resolve_inputs
+    from farm.urlguard import UrlGuard
+
+    def render(task, pool, out_dir, *, resolver=None, **_):
+        resolve_inputs(task, resolver)
+        raise AssertionError("the inputs of this test's tasks never resolve")
+
+    class Pool:
+        video_workers = ("w",)
+
+        def __init__(self, profile):
+            self.profile = profile
+
+    data = tmp_path / "data"
+    guard = UrlGuard(["127.0.0.1"])
+    manager = TaskManager(TaskStore(data / "tasks.db"), pool_factory=Pool, out_dir=data / "out", render=render,
+                          url_guard=guard, assets_dir=data / "assets")
+    manager.start()
+    config = GatewayConfig(grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(data), api_keys=["alice", "bob"])
+    with GatewayThread(Gateway(config, service=GuardedService(manager, guard))) as running:
+        yield running
+    manager.stop(timeout=5)
+
+
+def _frame_task(make_task, image: str) -> farm_pb2.SubmitRequest:
+    from google.protobuf import json_format
+
+    task = make_task(inputs={"frameImages": [{"image": image, "frame": "first"}]})
+    task.pop("taskType", None)
+    return task, farm_pb2.SubmitRequest(tasks=[json_format.ParseDict(task, farm_pb2.VideoInferenceTask())])
+
+
+def _poll_error(stub, task_uuid, key):
+    def failed():
+        response = stub.GetResponse(farm_pb2.GetResponseRequest(task_uuid=task_uuid),
+                                    metadata=[("authorization", f"Bearer {key}")])
+        return response if response.errors else None
+
+    return wait_for(failed, timeout=30)
+
+
+def test_another_keys_asset_as_a_frame_image_fails_naming_the_field(media_gateway, make_task):
+    with grpc.insecure_channel(media_gateway.grpc_target) as channel:
+        stub = farm_pb2_grpc.VideoInferenceStub(channel)
+        png = _png()
+        ack = stub.UploadAsset(iter([farm_pb2.AssetChunk(data=png, content_type="image/png")]),
+                               metadata=[("authorization", "Bearer alice")])
+        task, request = _frame_task(make_task, ack.asset_uuid)
+        stub.Submit(request, metadata=[("authorization", "Bearer bob")])
+        response = _poll_error(stub, task["taskUUID"], "bob")
+    (error,) = response.errors
+    assert error.code == "invalidParameter"
+    assert error.parameter.startswith("inputs.frameImages[0]")
+    assert "no uploaded asset" in error.message
+    assert response.data[0].status == "error"
+
+
+def test_a_corrupt_base64_frame_image_fails_naming_the_field(media_gateway, make_task):
+    import base64
+
+    with grpc.insecure_channel(media_gateway.grpc_target) as channel:
+        stub = farm_pb2_grpc.VideoInferenceStub(channel)
+        corrupt = base64.b64encode(_png()[:40] + b"\x00" * 64).decode()
+        task, request = _frame_task(make_task, corrupt)
+        stub.Submit(request, metadata=[("authorization", "Bearer alice")])
+        response = _poll_error(stub, task["taskUUID"], "alice")
+    (error,) = response.errors
+    assert error.code == "invalidParameter"
+    assert error.parameter.startswith("inputs.frameImages[0]")
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
