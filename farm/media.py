@@ -50,7 +50,7 @@ from farm.urlguard import UrlGuard
 __all__ = [
     "MediaResolver", "VideoClip", "DecodedAudio", "PositionedImage", "ResolvedReferenceGroup",
     "ResolvedReferenceVideo", "ResolvedInputs", "decode_image", "decode_video", "decode_audio",
-    "frame_positions", "resolve_inputs", "resolve_inputs_async", "sniff",
+    "frame_positions", "resolve_inputs", "resolve_inputs_async", "sniff", "decode_mask", "mask_plane",
     "MAX_MEDIA_BYTES", "MAX_VIDEO_SECONDS", "MIN_VIDEO_PIXELS", "MAX_AUDIO_SECONDS", "MAX_IMAGE_PIXELS",
 ]
 
@@ -378,9 +378,9 @@ def _video_format(detected: str | None, container_name: str) -> str | None:
     return None
 
 
-def decode_video(data: bytes, field: str) -> VideoClip:
+def decode_video(data: bytes, field: str, *, min_pixels: int = MIN_VIDEO_PIXELS) -> VideoClip:
     """Open an MP4, MOV or WEBM clip: metadata, first frame decoded (to catch corrupt data),
-    audio decoded; refuse clips over 15 s and under 1,866,240 pixels per frame.
+    audio decoded; refuse clips over 15 s and under ``min_pixels`` (1,866,240) pixels per frame.
 
     Both limits are checked from the container (no full decode) and reported together. The
     duration is the container's declared one, or, when it declares none (live-written WEBM),
@@ -408,11 +408,11 @@ def decode_video(data: bytes, field: str) -> VideoClip:
             # One frame of tolerance: containers round the last frame's duration up.
             if duration > MAX_VIDEO_SECONDS + frame_time + 1e-6:
                 violations += _too_long(field, "video", duration, MAX_VIDEO_SECONDS).violations
-            if width * height < MIN_VIDEO_PIXELS:
+            if width * height < min_pixels:
                 violations.append(Violation(
                     field=field, message=f"video is {width}x{height} = {width * height} pixels per frame; "
-                                         f"at least {MIN_VIDEO_PIXELS:,} (e.g. 1920x972) are required",
-                    limit=MIN_VIDEO_PIXELS, value=width * height))
+                                         f"at least {min_pixels:,} (e.g. 1920x972) are required",
+                    limit=min_pixels, value=width * height))
             if violations:
                 raise TaskValidationError(violations)
             codec = stream.codec_context.name
@@ -442,6 +442,24 @@ def decode_video(data: bytes, field: str) -> VideoClip:
     return VideoClip(format=kind, codec=codec, width=width, height=height, fps=fps, duration=duration,
                      num_frames=int(num_frames), has_audio=has_audio, audio=audio, audio_rate=audio_rate,
                      data=bytes(data))
+
+
+def decode_mask(data: bytes, field: str) -> np.ndarray | VideoClip:
+    """An ``inputs.mask``: an image (one mask for every frame) as ``uint8 [H, W]`` (255 where the
+    image is light, i.e. regenerate), or a video clip of masks (any frame size; same length limit
+    as other videos). The type is sniffed from the bytes."""
+    detected = sniff(data)
+    if _KIND_OF.get(detected) == "video":
+        return decode_video(data, field, min_pixels=1)
+    if _KIND_OF.get(detected) != "image" and detected is not None:
+        raise _wrong_type(field, detected, "mask image or video", IMAGE_FORMATS + VIDEO_FORMATS)
+    return mask_plane(decode_image(data, field))
+
+
+def mask_plane(rgb: np.ndarray) -> np.ndarray:
+    """``uint8 [H, W]`` mask of an RGB mask picture: 255 where it is light (>= 50% grey), else 0."""
+    light = rgb.astype(np.uint16).sum(axis=-1) >= 3 * 128
+    return np.where(light, 255, 0).astype(np.uint8)
 
 
 def _demuxed_duration(container, stream) -> float:
@@ -759,6 +777,8 @@ class ResolvedInputs:
     frame_images: tuple[PositionedImage, ...] = ()
     reference_images: tuple[ResolvedReferenceGroup, ...] = ()
     reference_video: ResolvedReferenceVideo | None = None
+    #: ``inputs.mask``: ``uint8 [H, W]`` (255 = regenerate) for an image, a ``VideoClip`` of masks.
+    mask: np.ndarray | VideoClip | None = None
 
     @property
     def empty(self) -> bool:
@@ -800,6 +820,8 @@ async def resolve_inputs_async(task: VideoInferenceTask, resolver: MediaResolver
         group_jobs.append((len(group.images), 1 if group.audio is not None else 0))
     for v, video in enumerate(inputs.reference_videos):
         jobs.append(load(video.video, f"inputs.referenceVideos[{v}].video", decode_video))
+    if inputs.mask is not None:
+        jobs.append(load(inputs.mask, "inputs.mask", decode_mask))
 
     positions: list[int] = []
     try:
@@ -832,8 +854,9 @@ async def resolve_inputs_async(task: VideoInferenceTask, resolver: MediaResolver
     for video in inputs.reference_videos:
         reference_video = ResolvedReferenceVideo(type=video.type, tag=video.tag, clip=results[cursor])
         cursor += 1
+    mask = results[cursor] if inputs.mask is not None else None
     return ResolvedInputs(num_frames=task.num_frames, frame_images=tuple(sorted(frames, key=lambda p: p.frame)),
-                          reference_images=tuple(groups), reference_video=reference_video)
+                          reference_images=tuple(groups), reference_video=reference_video, mask=mask)
 
 
 def _field_order(task: VideoInferenceTask) -> list[str]:
@@ -845,4 +868,5 @@ def _field_order(task: VideoInferenceTask) -> list[str]:
         paths += [f"inputs.referenceImages[{g}].images[{j}]" for j in range(len(group.images))]
         paths.append(f"inputs.referenceImages[{g}].audio")
     paths += [f"inputs.referenceVideos[{v}].video" for v in range(len(task.inputs.reference_videos))]
+    paths.append("inputs.mask")
     return paths

@@ -13,6 +13,7 @@ the same whichever worker renders it.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import queue
 import secrets
@@ -26,11 +27,13 @@ from typing import TYPE_CHECKING, Callable, Literal, Sequence
 import ray
 from ray.exceptions import RayActorError
 
+import numpy as np
 import torch
 
+from farm.conditioning import ClipConditioning, build_conditioning, output_size
 from farm.constants import OUTPUT_FPS
 from farm.encode import ResultEncoder
-from farm.errors import FarmError, RenderError, TaskCancelledError, WorkerLostError
+from farm.errors import FarmError, RenderError, TaskCancelledError, TaskValidationError, Violation, WorkerLostError
 from farm.planner import ClipPlan, plan_clip
 from farm.pool import WorkerPool
 from farm.stitch import Stitcher
@@ -129,10 +132,12 @@ def result_seeds(task: VideoInferenceTask, base_seed: int | None = None) -> list
     return [base + i for i in range(task.number_results)]
 
 
-def plan_task(task: VideoInferenceTask, profile: ModelProfile, blend: Literal["linear", "cosine"] = "cosine") -> ClipPlan:
-    """The chunk plan of each of ``task``'s results on ``profile``."""
+def plan_task(task: VideoInferenceTask, profile: ModelProfile, blend: Literal["linear", "cosine"] = "cosine",
+              lead_frames: int = 0) -> ClipPlan:
+    """The chunk plan of each of ``task``'s results on ``profile`` (``lead_frames``: an extended
+    video's tail, rendered in front of the delivered frames and dropped after stitching)."""
     return plan_clip(
-        task.num_frames,
+        task.num_frames + lead_frames,
         window_frames=profile.window_frames,
         overlap_frames=profile.overlap_frames,
         temporal_stride=profile.temporal_stride,
@@ -147,9 +152,10 @@ class _Finisher(threading.Thread):
 
     def __init__(self, *, index: int, plan: ClipPlan, encoder: ResultEncoder, width: int, height: int,
                  emit: EventCallback, on_frames: FramesCallback | None,
-                 on_done: Callable[["_Finisher"], None] | None = None):
+                 on_done: Callable[["_Finisher"], None] | None = None, lead_frames: int = 0):
         super().__init__(name=f"finisher-{index}", daemon=True)
         self._on_done = on_done
+        self._lead = lead_frames
         self.index = index
         self._plan = plan
         self._encoder = encoder
@@ -198,14 +204,18 @@ class _Finisher(threading.Thread):
                 elif kind == "chunk":
                     first = self._stitcher.frames_emitted
                     final = self._stitcher.add(item.chunk_index, item.frames)
-                    if final is not None:
+                    if final is not None and first < self._lead:  # an extended video's own tail
+                        drop = min(self._lead - first, len(final))
+                        final, first = final[drop:], first + drop
+                    if final is not None and len(final):
                         width, height = self._size
                         frames = resize_frames(final, width, height)
                         if self._on_frames is not None:
-                            self._on_frames(self.index, first, frames)
+                            self._on_frames(self.index, first - self._lead, frames)
                         self._encoder.write_frames(frames)
                         self._emit(RenderEvent(stage="encode", result_index=self.index,
-                                               done=self._stitcher.frames_emitted, total=self._plan.num_frames))
+                                               done=self._stitcher.frames_emitted - self._lead,
+                                               total=self._plan.num_frames - self._lead))
                 self.encode_seconds += time.perf_counter() - started
                 self.activity.append((started_at, time.time()))
         except BaseException as exc:  # noqa: BLE001 - reported to the driver, file removed
@@ -223,6 +233,8 @@ class _ResultState:
     model_seconds: float = 0.0
     audio_seconds: float = 0.0
     wants_audio: bool = False
+    #: Generated or carried from a reference video.
+    has_audio: bool = False
     model_activity: list[tuple[float, float]] = field(default_factory=list)
     video_uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
     extended_prompt: str | None = None
@@ -261,7 +273,16 @@ def render_task(
     profile = pool.profile
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    inputs = _resolve(task, resolver)
+    width, height = output_size(task.width, task.height, task.resolution, inputs)
+    if (width, height) != (task.width, task.height):  # the preset follows the input's aspect ratio
+        task = dataclasses.replace(task, width=width, height=height)
     native_w, native_h = profile.native_size(task.width, task.height)
+    conditioning = build_conditioning(inputs, num_frames=task.num_frames, native_width=native_w,
+                                      native_height=native_h, extend_frames=profile.overlap_frames)
+    sequential = (task.settings.chunk_mode or profile.extra.get("chunk_mode", "parallel")) == "sequential"
+    if not conditioning.empty or sequential:
+        _require_conditioning(pool, task, sequential)
     lock = threading.Lock()
 
     def emit(event: RenderEvent) -> None:
@@ -269,11 +290,13 @@ def render_task(
             with lock:
                 on_event(event)
 
-    wants_audio = task.settings.audio and pool.audio_worker is not None
-    if task.settings.audio and pool.audio_worker is None:
+    carried = conditioning.carried_audio
+    wants_audio = task.settings.audio and pool.audio_worker is not None and carried is None
+    if task.settings.audio and pool.audio_worker is None and carried is None:
         raise RenderError(f"profile {profile.model_id!r} has no audio backend but settings.audio is true")
 
-    plan = plan_task(task, profile, blend)  # the same cut for every result; only seeds differ
+    # The same cut for every result; only seeds differ.
+    plan = plan_task(task, profile, blend, lead_frames=conditioning.lead_frames)
     seeds = result_seeds(task, base_seed)
     wanted = range(task.number_results) if results is None else sorted(set(results))
     if any(not 0 <= i < task.number_results for i in wanted):
@@ -297,17 +320,21 @@ def render_task(
             width=task.width,
             height=task.height,
             fps=OUTPUT_FPS,
-            audio=wants_audio,
+            audio=wants_audio or carried is not None,
             expected_frames=task.num_frames,
         )
         finisher = _Finisher(index=index, plan=plan, encoder=encoder, width=task.width, height=task.height,
-                             emit=emit, on_frames=on_frames, on_done=done)
-        states[index] = _ResultState(index=index, seed=seed, plan=plan, finisher=finisher, wants_audio=wants_audio)
+                             emit=emit, on_frames=on_frames, on_done=done, lead_frames=conditioning.lead_frames)
+        states[index] = _ResultState(index=index, seed=seed, plan=plan, finisher=finisher, wants_audio=wants_audio,
+                                     has_audio=wants_audio or carried is not None)
+        if carried is not None:
+            finisher.add_audio(AudioOutput(result_index=index, samples=_stereo(carried[0]), sample_rate=carried[1],
+                                           seconds=0.0, started_at=time.time()))
     for state in states.values():
         state.finisher.start()
 
     try:
-        _run(task, pool, states, emit, native_w, native_h, should_cancel)
+        _run(task, pool, states, emit, native_w, native_h, should_cancel, conditioning, sequential)
     except BaseException as exc:
         for state in states.values():
             state.finisher.abort()
@@ -343,7 +370,7 @@ def _result_of(task: VideoInferenceTask, state: _ResultState, started: float) ->
         width=task.width,
         height=task.height,
         fps=OUTPUT_FPS,
-        has_audio=state.wants_audio,
+        has_audio=state.has_audio,
         chunks=len(state.plan.chunks),
         timings=ResultTimings(
             model_s=state.model_seconds,
@@ -354,6 +381,46 @@ def _result_of(task: VideoInferenceTask, state: _ResultState, started: float) ->
         ),
         extended_prompt=state.extended_prompt,
     )
+
+
+def _has_inputs(task: VideoInferenceTask) -> bool:
+    inputs = task.inputs
+    return bool(inputs.frame_images or inputs.reference_images or inputs.reference_videos or inputs.mask)
+
+
+def _resolve(task: VideoInferenceTask, resolver: "MediaResolver | None"):
+    """The task's decoded media inputs (``TaskValidationError`` naming each bad field), or None."""
+    if not _has_inputs(task):
+        return None
+    from farm.media import MediaResolver, resolve_inputs
+    from farm.urlguard import UrlGuard
+
+    return resolve_inputs(task, resolver or MediaResolver(guard=UrlGuard()))
+
+
+def _require_conditioning(pool: WorkerPool, task: VideoInferenceTask, sequential: bool) -> None:
+    """Refuse inputs (or sequential chunks) a text-only backend would silently ignore."""
+    worker = pool.video_workers[0] if pool.video_workers else None
+    if worker is not None and ray.get(worker.supports_conditioning.remote()):
+        return
+    inputs = task.inputs
+    field = ("inputs.frameImages" if inputs.frame_images else "inputs.referenceImages" if inputs.reference_images
+             else "inputs.referenceVideos" if inputs.reference_videos else "settings.chunkMode")
+    what = "sequential chunks" if field == "settings.chunkMode" else "media inputs"
+    raise TaskValidationError([Violation(
+        field=field, message=f"model {task.model} renders text-to-video only and cannot take {what}; "
+                             "use a profile with a conditioning pipeline (WanVACEPipeline)")],
+        task_uuid=task.task_uuid)
+
+
+def _stereo(samples: np.ndarray) -> np.ndarray:
+    """float32 ``[2, n]``: mono duplicated, more channels averaged (the encoder writes stereo)."""
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim == 1:
+        samples = samples[None]
+    if samples.shape[0] == 2:
+        return samples
+    return np.repeat(samples.mean(axis=0, keepdims=True), 2, axis=0)
 
 
 def _encode_prompt(pool: WorkerPool, prompt: str):
@@ -369,8 +436,8 @@ def _encode_prompt(pool: WorkerPool, prompt: str):
                 raise WorkerLostError("every video worker died before the prompt was encoded") from None
 
 
-def _cancel(task: VideoInferenceTask, flags, token: str | None, in_flight: dict) -> None:
-    """Stop the in-flight chunks of a cancelled render and wait until their workers are free."""
+def _cancel(task: VideoInferenceTask, flags, token: str | None, in_flight) -> None:
+    """Stop the in-flight chunks (and audio) of a cancelled render and wait until their workers are free."""
     if token is not None and in_flight:
         ray.get(flags.cancel.remote(token))
         # Each worker notices within one denoising step; waiting here means the pool is free for
@@ -381,7 +448,8 @@ def _cancel(task: VideoInferenceTask, flags, token: str | None, in_flight: dict)
 
 
 def _run(task: VideoInferenceTask, pool: WorkerPool, states: dict[int, _ResultState], emit: EventCallback,
-         native_w: int, native_h: int, should_cancel: CancelCheck | None = None) -> None:
+         native_w: int, native_h: int, should_cancel: CancelCheck | None = None,
+         conditioning: ClipConditioning | None = None, sequential: bool = False) -> None:
     profile = pool.profile
     # A fresh token per render: a resumed or repeated render of the same task is never cancelled
     # by an old flag.
@@ -395,7 +463,10 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: dict[int, _ResultSt
     audio_pending: dict[ray.ObjectRef, tuple[int, AudioRequest]] = {}
 
     def start_audio(index: int, request: AudioRequest) -> None:
-        audio_pending[pool.audio_worker.render.remote(index, request)] = (index, request)
+        audio_pending[pool.audio_worker.render.remote(index, request, token, flags)] = (index, request)
+
+    conditioning = conditioning or ClipConditioning()
+    voice, voice_rate = conditioning.voice if conditioning.voice is not None else (None, 0)
 
     for state in states.values():
         if state.wants_audio:
@@ -404,13 +475,14 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: dict[int, _ResultSt
                 duration_s=task.num_frames / OUTPUT_FPS,
                 seed=state.seed,
                 num_inference_steps=profile.audio_steps,
+                voice=voice,
+                voice_rate=voice_rate,
             ))
 
     prompt_ref = _encode_prompt(pool, task.positive_prompt)
 
-    # Result-major order: the first result is finished (and deliverable) as early as possible.
-    todo = collections.deque(
-        ChunkWork(
+    def make_work(state: _ResultState, chunk, extra_frames=None) -> ChunkWork:
+        return ChunkWork(
             result_index=state.index,
             chunk=chunk,
             seed=state.seed,
@@ -420,16 +492,22 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: dict[int, _ResultSt
             guidance_scale=profile.guidance_scale,
             cancel_token=token,
             cancel_flags=flags,
+            conditioning=conditioning.for_chunk(chunk, extra_frames),
         )
+
+    # Result-major order: the first result is finished (and deliverable) as early as possible.
+    # Sequential: only each result's first chunk now; chunk k+1 once chunk k's frames are back.
+    todo = collections.deque(
+        make_work(state, chunk)
         for state in states.values()
-        for chunk in state.plan.chunks
+        for chunk in (state.plan.chunks[:1] if sequential else state.plan.chunks)
     )
     idle = list(pool.video_workers)
     in_flight: dict[ray.ObjectRef, tuple[object, ChunkWork]] = {}
 
     while todo or in_flight or audio_pending:
         if should_cancel is not None and should_cancel():
-            _cancel(task, flags, token, in_flight)
+            _cancel(task, flags, token, [*in_flight, *audio_pending])
         while idle and todo:
             worker = idle.pop(0)
             work = todo.popleft()
@@ -474,6 +552,10 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: dict[int, _ResultSt
         state.model_seconds += chunk.seconds
         state.model_activity.append((chunk.started_at, chunk.started_at + chunk.seconds))
         state.finisher.add_chunk(chunk)
+        if sequential and chunk.chunk_index + 1 < len(state.plan.chunks):
+            done_plan, next_plan = state.plan.chunks[chunk.chunk_index], state.plan.chunks[chunk.chunk_index + 1]
+            tail = {g: chunk.frames[g - done_plan.start] for g in range(next_plan.start, done_plan.end)}
+            todo.appendleft(make_work(state, next_plan, tail))
         emit(RenderEvent(stage="chunk", result_index=chunk.result_index, done=state.chunks_done,
                          total=len(state.plan.chunks), seconds=chunk.seconds))
         failed = next((s for s in states.values() if s.finisher.error is not None), None)

@@ -71,6 +71,9 @@ class Settings:
 
     audio: bool = True
     prompt_extend: bool = True
+    #: Extension to the seed: ``chunkMode`` ``parallel`` (chunks of a result render at once) or
+    #: ``sequential`` (each chunk continues the previous chunk's last frames); None: the profile's.
+    chunk_mode: Literal["parallel", "sequential"] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -172,7 +172,7 @@ _TOP_LEVEL_FIELDS = frozenset(
     }
 )
 _SAFETY_FIELDS = frozenset({"checkContent", "mode"})
-_SETTINGS_FIELDS = frozenset({"audio", "promptExtend"})
+_SETTINGS_FIELDS = frozenset({"audio", "promptExtend", "chunkMode"})
 _INPUTS_FIELDS = frozenset({"referenceImages", "frameImages", "referenceVideos", "mask"})
 _REFERENCE_IMAGE_FIELDS = frozenset({"type", "images", "tag", "audio"})
 _FRAME_IMAGE_FIELDS = frozenset({"image", "frame"})
@@ -679,10 +679,12 @@ def _read_settings(report: _Report, raw: Mapping[Any, Any]) -> tuple[Settings | 
         return None, False
     audio = _read_bool(report, obj, "audio", "settings", default=True)
     extend = _read_bool(report, obj, "promptExtend", "settings", default=True)
+    chunk_mode = _read_enum(report, obj, "chunkMode", "settings",
+                            aliases={"parallel": "parallel", "sequential": "sequential"}, default=None)
     audio_given = obj.get("audio") is not None
     if not report.clean_since(mark) or audio is None or extend is None:
         return None, audio_given
-    return Settings(audio=audio, prompt_extend=extend), audio_given
+    return Settings(audio=audio, prompt_extend=extend, chunk_mode=chunk_mode), audio_given
 
 
 def _read_reference_images(
@@ -1016,7 +1018,7 @@ def parse_task(
                 value=True,
             )
         elif not audio_given and settings is not None:
-            settings = Settings(audio=False, prompt_extend=settings.prompt_extend)
+            settings = Settings(audio=False, prompt_extend=settings.prompt_extend, chunk_mode=settings.chunk_mode)
 
     if report.violations:
         given_uuid = raw.get("taskUUID")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ import ray
 from farm.errors import TaskCancelledError
 from farm.noise import latent_noise
 from farm.planner import ChunkPlan
-from models.base import AudioRequest, ChunkRequest, ModelProfile, PromptEmbeds
+from models.base import AudioRequest, ChunkConditioning, ChunkRequest, ModelProfile, PromptEmbeds
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +38,20 @@ class ChunkWork:
     #: actor handle) about it after every denoising step.
     cancel_token: str | None = None
     cancel_flags: object = None
+    #: Known frames, masks and reference images of this chunk (``farm.conditioning``).
+    conditioning: ChunkConditioning | None = None
+
+
+def _cancel_check(token: str | None, flags) -> "Callable[[int, int], None] | None":
+    """A step callback raising ``TaskCancelledError`` once ``token``'s render is cancelled."""
+    if token is None or flags is None:
+        return None
+
+    def on_step(step: int, total: int) -> None:
+        if ray.get(flags.is_cancelled.remote(token)):
+            raise TaskCancelledError(f"render {token} cancelled at step {step + 1}/{total}")
+
+    return on_step
 
 
 #: Name of the ``CancelFlags`` actor in the Ray namespace of the driver.
@@ -135,6 +150,10 @@ class VideoWorker:
         with torch.inference_mode():
             return self._backend.encode_prompt(prompt, negative_prompt)
 
+    def supports_conditioning(self) -> bool:
+        """Whether the backend takes keyframes, masks and reference images."""
+        return bool(getattr(self._backend, "supports_conditioning", False))
+
     def render_chunk(self, work: ChunkWork, prompt: PromptEmbeds) -> ChunkOutput:
         """Render ``work.chunk`` from its slice of the result's global noise."""
         started_at = time.time()
@@ -151,17 +170,10 @@ class VideoWorker:
             num_inference_steps=work.num_inference_steps,
             guidance_scale=work.guidance_scale,
             seed=work.seed,
+            conditioning=work.conditioning,
         )
-        on_step = None
-        if work.cancel_token is not None and work.cancel_flags is not None:
-            flags = work.cancel_flags
-
-            def on_step(step: int, total: int) -> None:
-                if ray.get(flags.is_cancelled.remote(work.cancel_token)):
-                    raise TaskCancelledError(f"render {work.cancel_token} cancelled at step {step + 1}/{total}")
-
         with torch.inference_mode():
-            frames = self._backend.render_chunk(request, on_step)
+            frames = self._backend.render_chunk(request, _cancel_check(work.cancel_token, work.cancel_flags))
         return ChunkOutput(
             result_index=work.result_index,
             chunk_index=work.chunk.index,
@@ -187,12 +199,14 @@ class AudioWorker:
         """Seconds the backend took to load; returns once the actor is usable."""
         return self.load_seconds
 
-    def render(self, result_index: int, request: AudioRequest) -> AudioOutput:
-        """The clip's audio, at least ``request.duration_s`` long."""
+    def render(self, result_index: int, request: AudioRequest, cancel_token: str | None = None,
+               cancel_flags=None) -> AudioOutput:
+        """The clip's audio, at least ``request.duration_s`` long; stops at the next denoising step
+        once ``cancel_token``'s render is cancelled (``TaskCancelledError``)."""
         started_at = time.time()
         started = time.perf_counter()
         with torch.inference_mode():
-            samples = self._backend.render(request)
+            samples = self._backend.render(request, _cancel_check(cancel_token, cancel_flags))
         return AudioOutput(
             result_index=result_index,
             samples=np.asarray(samples, dtype=np.float32),

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from diffusers import StableAudioPipeline
 
-from models.base import AudioRequest
+from models.base import AudioRequest, StepCallback
 from models.wan import align_cpu_weights
 
 #: Hub id of Stable Audio Open 1.0 (gated on the hub: mount the weights or log in first).
@@ -71,10 +71,21 @@ class StableAudioBackend:
         align_cpu_weights(pipe)
         return cls(pipe, guidance_scale=guidance_scale)
 
-    def _render_piece(self, prompt: str, samples: int, seed: int, steps: int) -> np.ndarray:
-        """``float32 [channels, samples]`` from one pipeline call; ``samples`` fits ``max_duration_s``."""
+    def _render_piece(self, prompt: str, samples: int, seed: int, steps: int,
+                      voice: torch.Tensor | None = None, on_step: StepCallback | None = None) -> np.ndarray:
+        """``float32 [channels, samples]`` from one pipeline call; ``samples`` fits ``max_duration_s``.
+
+        ``voice`` (``[channels, n]`` at ``sample_rate``) is the pipeline's initial audio: the
+        generation starts from its latents, which carries its timbre into the result.
+        """
         # Ask for half a sample more than needed: the pipeline floors ``end x rate`` to samples.
         end_s = min((samples + 0.5) / self.sample_rate, self.max_duration_s)
+        extra = {}
+        if voice is not None:
+            voice = voice.to(device=self.pipeline._execution_device, dtype=self.pipeline.vae.dtype)
+            extra = {"initial_audio_waveforms": voice[None], "initial_audio_sampling_rate": self.sample_rate}
+        if on_step is not None:
+            extra["callback"] = lambda i, t, latents: on_step(i, steps)
         with torch.inference_mode():
             audio = self.pipeline(
                 prompt,
@@ -84,18 +95,41 @@ class StableAudioBackend:
                 negative_prompt=self.negative_prompt,
                 generator=torch.Generator("cpu").manual_seed(seed),
                 output_type="np",
+                **extra,
             ).audios[0]
         audio = np.asarray(audio, dtype=np.float32)
         if audio.shape[1] < samples:  # only when end_s hit the cap: at most a sample or two
             audio = np.pad(audio, ((0, 0), (0, samples - audio.shape[1])))
         return audio[:, :samples]
 
-    def render(self, request: AudioRequest) -> np.ndarray:
-        """Audio of ``request.prompt``: ``float32 [channels, ceil(duration_s x sample_rate)]`` in ``[-1, 1]``."""
+    def _voice(self, request: AudioRequest) -> torch.Tensor | None:
+        """The voice reference resampled to the model's rate and channels, or None."""
+        if request.voice is None:
+            return None
+        voice = np.asarray(request.voice, dtype=np.float32)
+        if voice.ndim == 1:
+            voice = voice[None]
+        channels = int(self.pipeline.vae.config.audio_channels)
+        if voice.shape[0] != channels:
+            voice = np.repeat(voice.mean(axis=0, keepdims=True), channels, axis=0)
+        if request.voice_rate != self.sample_rate and voice.shape[1] > 1:
+            n = max(1, round(voice.shape[1] * self.sample_rate / request.voice_rate))
+            src = np.arange(voice.shape[1]) / request.voice_rate
+            dst = np.arange(n) / self.sample_rate
+            voice = np.stack([np.interp(dst, src, channel) for channel in voice]).astype(np.float32)
+        limit = int(self.max_duration_s * self.sample_rate)
+        return torch.from_numpy(np.ascontiguousarray(voice[:, :limit]))
+
+    def render(self, request: AudioRequest, on_step: StepCallback | None = None) -> np.ndarray:
+        """Audio of ``request.prompt``: ``float32 [channels, ceil(duration_s x sample_rate)]`` in ``[-1, 1]``.
+
+        A voice reference (``request.voice``) seeds every piece's initial audio; ``on_step`` is
+        called after each denoising step and may raise to cancel."""
         if request.duration_s <= 0:
             raise ValueError(f"duration_s must be positive, got {request.duration_s}")
         total = math.ceil(request.duration_s * self.sample_rate)
         pieces = math.ceil(request.duration_s / self.max_duration_s)
+        voice = self._voice(request)
         bounds = [total * i // pieces for i in range(pieces + 1)]
         parts = [
             self._render_piece(
@@ -103,6 +137,8 @@ class StableAudioBackend:
                 bounds[i + 1] - bounds[i],
                 (request.seed + i * _PIECE_SEED_STRIDE) % 2**63,
                 request.num_inference_steps,
+                voice,
+                on_step,
             )
             for i in range(pieces)
         ]

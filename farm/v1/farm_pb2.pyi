@@ -50,12 +50,14 @@ class Inputs(_message.Message):
     def __init__(self, reference_images: _Optional[_Iterable[_Union[ReferenceImageGroup, _Mapping]]] = ..., frame_images: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., reference_videos: _Optional[_Iterable[_Union[ReferenceVideo, _Mapping]]] = ..., mask: _Optional[str] = ...) -> None: ...
 
 class Settings(_message.Message):
-    __slots__ = ("audio", "prompt_extend")
+    __slots__ = ("audio", "prompt_extend", "chunk_mode")
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     PROMPT_EXTEND_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_MODE_FIELD_NUMBER: _ClassVar[int]
     audio: bool
     prompt_extend: bool
-    def __init__(self, audio: _Optional[bool] = ..., prompt_extend: _Optional[bool] = ...) -> None: ...
+    chunk_mode: str
+    def __init__(self, audio: _Optional[bool] = ..., prompt_extend: _Optional[bool] = ..., chunk_mode: _Optional[str] = ...) -> None: ...
 
 class VideoInferenceTask(_message.Message):
     __slots__ = ("task_type", "task_uuid", "output_type", "output_format", "output_quality", "webhook_url", "delivery_method", "upload_endpoint", "safety", "ttl", "include_cost", "inputs", "number_results", "model", "positive_prompt", "width", "height", "resolution", "duration", "settings", "seed")
