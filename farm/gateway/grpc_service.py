@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -88,12 +87,18 @@ def _error_message(item: dict) -> farm_pb2.TaskError:
     )
 
 
+#: The answer dicts use the seed's names, which are ``VideoResult``'s json_names.
+_RESULT_FIELDS = {field.json_name: field.name for field in farm_pb2.VideoResult.DESCRIPTOR.fields}
+
+
 def _task_response(data: list[dict], errors: list[dict]) -> farm_pb2.TaskResponse:
-    response = farm_pb2.TaskResponse(errors=[_error_message(e) for e in errors])
-    for item in data:
-        # The answer dicts use the seed's names, which are the messages' json_names.
-        json_format.ParseDict(item, response.data.add(), ignore_unknown_fields=True)
-    return response
+    # Keyword construction, not json_format.ParseDict: the same message at a fraction of the cost
+    # on the GetResponse path (keys the message lacks, e.g. queuePosition, are left out as before).
+    return farm_pb2.TaskResponse(
+        data=[farm_pb2.VideoResult(**{_RESULT_FIELDS[k]: v for k, v in item.items() if k in _RESULT_FIELDS})
+              for item in data],
+        errors=[_error_message(e) for e in errors],
+    )
 
 
 def event_message(event: ProgressEvent) -> farm_pb2.ProgressEvent:

@@ -97,3 +97,45 @@ def test_an_older_database_gains_the_new_result_columns_and_keeps_its_rows(tmp_p
     store.close()
     # Reopening a migrated database is a no-op.
     assert TaskStore(path).get_task("t1").results[0].extended_prompt == "a longer prompt"
+
+
+def test_the_record_cache_answers_exactly_what_sqlite_holds(tmp_path):
+    store = TaskStore(tmp_path / "tasks.db")
+    store.insert_task("t1", "k", "{}", base_seed=3, seeds=[3, 4])
+    store.get_task("t1")  # cached now
+    store.update_task_status("t1", "running")
+    store.set_progress("t1", 1, 0.25)
+    store.upsert_result(ResultRecord(task_uuid="t1", index=0, status="success", seed=3, video_uuid="v",
+                                     extended_prompt="longer", webhook_status="pending"))
+    fresh = TaskStore(tmp_path / "tasks.db", cached_tasks=0)  # reads SQLite every time
+    assert store.get_task("t1") == fresh.get_task("t1")
+    assert store.get_task("t1").results[1].progress == 0.25
+    fresh.close()
+    store.close()
+
+
+def test_the_background_checkpoint_moves_commits_into_the_database_file(tmp_path):
+    import shutil
+    import sqlite3
+    import time
+
+    store = TaskStore(tmp_path / "tasks.db", checkpoint_interval_s=0.05)
+    for i in range(50):
+        store.insert_task(f"t{i}", None, "{}", base_seed=i, seeds=[i])
+
+    def in_main_file() -> int:
+        # A copy of the database file alone, without its WAL: only checkpointed rows are there.
+        shutil.copy(tmp_path / "tasks.db", tmp_path / "copy.db")
+        copy = sqlite3.connect(tmp_path / "copy.db")
+        try:
+            return copy.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
+        except sqlite3.OperationalError:  # not even the schema is checkpointed yet
+            return 0
+        finally:
+            copy.close()
+
+    deadline = time.monotonic() + 30
+    while in_main_file() < 50 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert in_main_file() == 50
+    store.close()
