@@ -171,6 +171,10 @@ class ModelProfile:
     #: Builds the backends inside a worker process (so weights load once per worker).
     video_factory: Callable[[], VideoBackend] = field(repr=False)
     audio_factory: Callable[[], AudioBackend] | None = field(default=None, repr=False)
+    #: Builds the ``settings.promptExtend`` extender (None: the profile cannot extend prompts).
+    prompt_extender_factory: Callable[[], PromptExtender] | None = field(default=None, repr=False)
+    #: Builds the ``safety.checkContent`` checker (None: the profile cannot check content).
+    safety_factory: Callable[[], SafetyChecker] | None = field(default=None, repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def native_size(self, width: int, height: int) -> tuple[int, int]:

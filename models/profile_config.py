@@ -6,22 +6,33 @@ in it, in name order. Every error is a ``ProfileConfigError`` naming the file, t
 position in the list) and the field, e.g. ``profiles.yaml: profiles[1].window_frames: must be
 4k+1, got 80``.
 
-Only this module's parsing runs in the driver/gateway (yaml, no diffusers); the backends load in
-the worker processes through the module-level factories below, which Ray pickles.
+Only this module's parsing runs in the driver/gateway (yaml, no diffusers, no transformers): each
+profile is built by ``models.profiles.wan_profile``, the one constructor of real-weight profiles,
+whose module-level factories Ray pickles into the worker processes; the video and audio backends,
+the prompt extender and the safety checker load there, when a worker first needs them.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 from typing import Any
 
 from models.base import ModelProfile
+from models.profiles import (
+    VIDEO_PIPELINES,
+    WAN_TEMPORAL_STRIDE,
+    InvalidProfileField,
+    hub_kwargs,
+    hub_offline,
+    load_prompt_extender,
+    load_safety_checker,
+    wan_profile,
+)
+from models.prompt_extend import TemplateExtender
 
-#: Video pipeline classes a profile may name (kept in step with ``models.wan.VIDEO_PIPELINES``,
-#: which is not imported here because it pulls in diffusers).
-VIDEO_PIPELINES = ("WanPipeline", "WanVACEPipeline", "SkyReelsV2DiffusionForcingPipeline")
+__all__ = ["AUDIO_PIPELINES", "DTYPES", "VIDEO_PIPELINES", "ProfileConfigError", "hub_offline", "load_profiles",
+           "parse_profile", "parse_profiles", "register_profiles"]
 
 #: Audio pipeline classes a profile may name.
 AUDIO_PIPELINES = ("StableAudioPipeline",)
@@ -30,55 +41,25 @@ AUDIO_PIPELINES = ("StableAudioPipeline",)
 DTYPES = ("bfloat16", "float16", "float32", "auto")
 
 #: Temporal stride of the Wan VAE, shared by every supported video pipeline.
-TEMPORAL_STRIDE = 4
+TEMPORAL_STRIDE = WAN_TEMPORAL_STRIDE
 
 _TOP_KEYS = {"model", "description", "video", "window_frames", "overlap_frames", "native", "steps",
              "guidance_scale", "audio", "prompt_extender", "safety_checker"}
 _VIDEO_KEYS = {"pipeline", "weights", "dtype"}
 _NATIVE_KEYS = {"area", "width", "height", "multiple", "fps"}
 _AUDIO_KEYS = {"pipeline", "weights", "dtype", "steps", "guidance_scale"}
+_EXTENDER_KEYS = {"model", "system_prompt", "max_new_tokens", "temperature"}
+_SAFETY_KEYS = {"model", "concepts", "threshold", "safe_prompts"}
+
+#: The one string ``prompt_extender`` may be: the built-in ``TemplateExtender``.
+TEMPLATE_EXTENDER = "template"
+
+# The hub settings of the process that loads the weights (kept under its old name here).
+_hub_kwargs = hub_kwargs
 
 
 class ProfileConfigError(ValueError):
     """A profile file is invalid; the message names the file, the profile and the field."""
-
-
-def hub_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` asks for no hub access (``1``/``true``/``yes``/``on``)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _hub_kwargs() -> dict[str, Any]:
-    """``from_pretrained`` keywords for the hub settings of the process that loads the weights.
-
-    ``huggingface_hub`` reads ``HF_HUB_OFFLINE`` once, at import; passing ``local_files_only``
-    explicitly makes a worker whose environment says offline never reach the network, whenever
-    the variable was set.
-    """
-    return {"local_files_only": True} if hub_offline() else {}
-
-
-def _torch_dtype(name: str | None):
-    import torch
-
-    return None if name in (None, "auto") else getattr(torch, name)
-
-
-def load_video_backend(weights: str, pipeline: str, dtype: str | None = None, device: str | None = None):
-    """Load a Wan-family ``WanVideoBackend`` (runs in a worker; see ``models.wan``)."""
-    from models.wan import WanVideoBackend
-
-    return WanVideoBackend.from_pretrained(weights, pipeline=pipeline, torch_dtype=_torch_dtype(dtype),
-                                           device=device, **_hub_kwargs())
-
-
-def load_audio_backend(weights: str, dtype: str | None = None, guidance_scale: float = 7.0,
-                       device: str | None = None):
-    """Load a ``StableAudioBackend`` (runs in a worker; see ``models.stable_audio``)."""
-    from models.stable_audio import StableAudioBackend
-
-    return StableAudioBackend.from_pretrained(weights, torch_dtype=_torch_dtype(dtype), device=device,
-                                              guidance_scale=guidance_scale, **_hub_kwargs())
 
 
 class _Fields:
@@ -120,13 +101,65 @@ class _Fields:
             self.fail(key, f"must be >= {minimum}, got {value}")
         return value
 
-    def number(self, key: str, default: float, *, minimum: float = 0.0) -> float:
+    def number(self, key: str, default: float | None, *, minimum: float = 0.0) -> float:
         value = default if self.raw.get(key) is None else self.raw[key]
+        if value is None:
+            self.fail(key, "is required")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.fail(key, f"must be a number, got {value!r}")
         if value < minimum:
             self.fail(key, f"must be >= {minimum:g}, got {value}")
         return float(value)
+
+    def strings(self, key: str, *, required: bool = True) -> tuple[str, ...] | None:
+        """A non-empty list of non-empty strings."""
+        value = self.raw.get(key)
+        if value is None:
+            if required:
+                self.fail(key, "is required")
+            return None
+        if not isinstance(value, list) or not value:
+            self.fail(key, f"must be a non-empty list of strings, got {value!r}")
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                self.fail(f"{key}[{index}]", f"must be a non-empty string, got {item!r}")
+        return tuple(value)
+
+
+def _prompt_extender(top: _Fields, source: str, where: str):
+    """``prompt_extender`` -> (factory or None, summary for ``extra``)."""
+    raw = top.raw.get("prompt_extender")
+    if raw is None:
+        return None, None
+    if raw == TEMPLATE_EXTENDER:
+        return TemplateExtender, {"kind": TEMPLATE_EXTENDER}
+    if not isinstance(raw, dict):
+        top.fail("prompt_extender", f"must be {TEMPLATE_EXTENDER!r}, a mapping with a model, or null, got {raw!r}")
+    fields = _Fields(source, f"{where}.prompt_extender", raw, _EXTENDER_KEYS)
+    model = fields.str("model")
+    options: dict[str, Any] = {"max_new_tokens": fields.int("max_new_tokens", 256),
+                               "temperature": fields.number("temperature", 0.0)}
+    if fields.has("system_prompt"):
+        options["system_prompt"] = fields.str("system_prompt")
+    return (functools.partial(load_prompt_extender, model, **options),
+            {"kind": "transformers", "model": model, **options})
+
+
+def _safety_checker(top: _Fields, source: str, where: str):
+    """``safety_checker`` -> (factory or None, summary for ``extra``)."""
+    raw = top.raw.get("safety_checker")
+    if raw is None:
+        return None, None
+    if not isinstance(raw, dict):
+        top.fail("safety_checker", f"must be a mapping or null, got {raw!r}")
+    fields = _Fields(source, f"{where}.safety_checker", raw, _SAFETY_KEYS)
+    model = fields.str("model")
+    options: dict[str, Any] = {"concepts": fields.strings("concepts"), "threshold": fields.number("threshold", None)}
+    safe_prompts = fields.strings("safe_prompts", required=False)
+    if safe_prompts is not None:
+        options["safe_prompts"] = safe_prompts
+    return (functools.partial(load_safety_checker, model, **options),
+            {"kind": "clip", "model": model, **{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}})
 
 
 def parse_profile(raw: Any, *, source: str = "<profiles>", where: str = "profiles[0]") -> ModelProfile:
@@ -144,12 +177,7 @@ def parse_profile(raw: Any, *, source: str = "<profiles>", where: str = "profile
     dtype = video.str("dtype", "auto", choices=DTYPES)
 
     window = top.int("window_frames")
-    if (window - 1) % TEMPORAL_STRIDE:
-        top.fail("window_frames", f"must be {TEMPORAL_STRIDE}k+1, got {window}")
     overlap = top.int("overlap_frames", minimum=0)
-    if overlap >= window or (window - overlap) % TEMPORAL_STRIDE:
-        top.fail("overlap_frames", f"must be below window_frames ({window}) and leave a stride (window - overlap) "
-                                   f"that is a multiple of {TEMPORAL_STRIDE}, got {overlap}")
 
     native = _Fields(source, f"{where}.native", top.raw.get("native"), _NATIVE_KEYS) if top.has("native") \
         else top.fail("native", "is required")
@@ -174,9 +202,10 @@ def parse_profile(raw: Any, *, source: str = "<profiles>", where: str = "profile
     steps = top.int("steps", 30)
     guidance = top.number("guidance_scale", 5.0)
 
-    audio_factory = None
-    audio_summary = None
+    audio_weights = audio_summary = None
+    audio_dtype = "auto"
     audio_steps = 0
+    audio_guidance = 7.0
     if top.has("audio"):
         audio = _Fields(source, f"{where}.audio", top.raw["audio"], _AUDIO_KEYS)
         audio.str("pipeline", "StableAudioPipeline", choices=AUDIO_PIPELINES)
@@ -185,43 +214,43 @@ def parse_profile(raw: Any, *, source: str = "<profiles>", where: str = "profile
         audio_dtype = audio.str("dtype", "auto" if dtype == "bfloat16" else dtype, choices=DTYPES)
         audio_steps = audio.int("steps", 100)
         audio_guidance = audio.number("guidance_scale", 7.0)
-        audio_factory = functools.partial(load_audio_backend, audio_weights, audio_dtype, audio_guidance)
         audio_summary = {"pipeline": "StableAudioPipeline", "weights": audio_weights, "dtype": audio_dtype,
                          "steps": audio_steps, "guidance_scale": audio_guidance}
 
-    extra: dict[str, Any] = {
-        "source": source,
-        "pipeline": pipeline,
-        "weights": weights,
-        "dtype": dtype,
-        "fps": fps,
-        "native_width": native_w,
-        "native_height": native_h,
-        "audio": audio_summary,
-        "audio_weights": audio_summary["weights"] if audio_summary else None,
-    }
-    # Accepted and kept for the prompt-extension and safety parts of issue 4: not applied yet.
-    for key in ("prompt_extender", "safety_checker"):
-        value = top.raw.get(key)
-        if value is not None and not isinstance(value, dict):
-            top.fail(key, f"must be a mapping or null, got {value!r}")
-        extra[key] = value
+    extender_factory, extender_summary = _prompt_extender(top, source, where)
+    safety_factory, safety_summary = _safety_checker(top, source, where)
 
-    return ModelProfile(
-        model_id=model_id,
-        description=description or f"{pipeline} from {weights}",
-        window_frames=window,
-        overlap_frames=overlap,
-        temporal_stride=TEMPORAL_STRIDE,
-        native_area=area,
-        native_multiple=multiple,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        audio_steps=audio_steps,
-        video_factory=functools.partial(load_video_backend, weights, pipeline, dtype),
-        audio_factory=audio_factory,
-        extra=extra,
-    )
+    try:
+        return wan_profile(
+            model_id,
+            weights=weights,
+            pipeline=pipeline,
+            dtype=dtype,
+            audio_weights=audio_weights,
+            audio_dtype=audio_dtype,
+            window_frames=window,
+            overlap_frames=overlap,
+            native_area=area,
+            native_multiple=multiple,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            audio_steps=audio_steps,
+            audio_guidance_scale=audio_guidance,
+            description=description,
+            prompt_extender_factory=extender_factory,
+            safety_factory=safety_factory,
+            extra={
+                "source": source,
+                "fps": fps,
+                "native_width": native_w,
+                "native_height": native_h,
+                "audio": audio_summary,
+                "prompt_extender": extender_summary,
+                "safety_checker": safety_summary,
+            },
+        )
+    except InvalidProfileField as exc:
+        top.fail(exc.field, exc.reason)
 
 
 def parse_profiles(document: Any, *, source: str = "<profiles>") -> list[ModelProfile]:

@@ -9,6 +9,8 @@ with real weights, register a profile built by ``wan_profile``::
     register_profile(wan_profile("skywork:skyreels@v4", weights="/mnt/weights/Wan2.1-T2V-1.3B-Diffusers",
                                  audio_weights="/mnt/weights/stable-audio-open-1.0"), replace=True)
 
+or write a YAML profile (``models.profile_config``, ``docs/profiles.md``), which ends up here too.
+
 Factories are module-level functions or ``functools.partial`` objects: Ray pickles them into the
 worker processes, which build (and load weights for) their backends once.
 """
@@ -16,16 +18,21 @@ worker processes, which build (and load weights for) their backends once.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Callable
+import os
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 
 from farm.constants import DEFAULT_MODEL
 from models.base import AudioBackend, ModelProfile, VideoBackend
+from models.prompt_extend import PromptExtender, TemplateExtender
+from models.safety import SafetyChecker
 
 # The backends import diffusers and transformers (seconds of start-up): they are imported inside
 # the factories, which run in the worker processes, so the driver and the gateway stay light.
 if TYPE_CHECKING:
+    from models.prompt_extend import TransformersExtender
+    from models.safety import ClipSafetyChecker
     from models.stable_audio import StableAudioBackend
     from models.wan import WanVideoBackend
 
@@ -42,6 +49,22 @@ TINY_STEPS = 4
 #: passes per step, about +50% of a chunk's time): kept so the tiny path exercises the real one.
 TINY_GUIDANCE_SCALE = 5.0
 
+#: Concepts the tiny default's safety checker looks for.
+TINY_SAFETY_CONCEPTS = ("nudity", "graphic violence", "gore")
+
+#: Threshold of the tiny default's safety checker. Its random CLIP has logit scale 1 (see
+#: ``models.tiny.tiny_clip_model``), so with 3 concepts and the 6 default neutral prompts a concept's
+#: probability is at most e / (e + 8/e) ~= 0.48 and in practice about 1/9 ~= 0.11: 0.5 can never
+#: flag, while the check itself (CLIP on every frame asked for) runs for real.
+TINY_SAFETY_THRESHOLD = 0.5
+
+#: Video pipeline classes a real-weight profile may name (kept in step with ``models.wan.VIDEO_PIPELINES``,
+#: which is not imported here because it pulls in diffusers).
+VIDEO_PIPELINES = ("WanPipeline", "WanVACEPipeline", "SkyReelsV2DiffusionForcingPipeline")
+
+#: Temporal stride of the Wan VAE, shared by every supported video pipeline.
+WAN_TEMPORAL_STRIDE = 4
+
 
 class UnknownModelError(KeyError, ValueError):
     """No profile answers to the requested model id (the message lists the known ones)."""
@@ -51,11 +74,12 @@ class UnknownModelError(KeyError, ValueError):
 
 
 def tiny_video_backend(seed: int = DEFAULT_SEED) -> WanVideoBackend:
-    """The tiny Wan backend of the default profile (random weights from ``seed``, CPU, float32)."""
-    from models.tiny import tiny_wan_pipeline
+    """The tiny Wan 2.1 VACE backend of the default profile (random weights from ``seed``, CPU,
+    float32): VACE, so the embedded default takes every conditioning input end to end."""
+    from models.tiny import tiny_vace_pipeline
     from models.wan import WanVideoBackend
 
-    return WanVideoBackend(tiny_wan_pipeline(seed))
+    return WanVideoBackend(tiny_vace_pipeline(seed))
 
 
 def tiny_audio_backend(seed: int = DEFAULT_SEED) -> StableAudioBackend:
@@ -66,11 +90,25 @@ def tiny_audio_backend(seed: int = DEFAULT_SEED) -> StableAudioBackend:
     return StableAudioBackend(tiny_stable_audio_pipeline(seed), guidance_scale=7.0)
 
 
+def tiny_safety_checker(seed: int = DEFAULT_SEED, threshold: float = TINY_SAFETY_THRESHOLD) -> ClipSafetyChecker:
+    """The tiny CLIP safety checker of the default profile (random weights from ``seed``, CPU).
+
+    It runs the real zero-shot scoring on random weights, so its verdicts mean nothing; at the
+    default threshold it never flags (see ``TINY_SAFETY_THRESHOLD``).
+    """
+    from models.safety import ClipSafetyChecker
+    from models.tiny import tiny_clip
+
+    model, tokenizer, image_processor = tiny_clip(seed)
+    return ClipSafetyChecker(model, tokenizer, image_processor, concepts=TINY_SAFETY_CONCEPTS, threshold=threshold)
+
+
 def tiny_profile(model_id: str = DEFAULT_MODEL, seed: int = DEFAULT_SEED) -> ModelProfile:
-    """The embedded tiny profile: 17-frame windows overlapping by 5, 112x64 native for 16:9."""
+    """The embedded tiny profile: 17-frame windows overlapping by 5, 112x64 native for 16:9; the
+    template prompt extender and a tiny random-weight CLIP safety checker that never flags."""
     return ModelProfile(
         model_id=model_id,
-        description="Embedded tiny random-weight Wan 2.1 + Stable Audio models (output is noise; CPU-friendly)",
+        description="Embedded tiny random-weight Wan 2.1 VACE + Stable Audio models (output is noise; CPU-friendly)",
         window_frames=17,
         overlap_frames=5,
         temporal_stride=4,
@@ -81,38 +119,99 @@ def tiny_profile(model_id: str = DEFAULT_MODEL, seed: int = DEFAULT_SEED) -> Mod
         audio_steps=TINY_STEPS,
         video_factory=functools.partial(tiny_video_backend, seed),
         audio_factory=functools.partial(tiny_audio_backend, seed),
+        prompt_extender_factory=TemplateExtender,
+        safety_factory=functools.partial(tiny_safety_checker, seed),
         extra={"tiny": True, "seed": seed},
     )
 
 
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    """``"bfloat16"`` / ``torch.bfloat16`` / None -> ``torch.dtype`` or None (the backend's default)."""
+    """``"bfloat16"`` / ``torch.bfloat16`` / ``"auto"`` / None -> ``torch.dtype`` or None (the backend's default)."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
+    if dtype == "auto":
+        return None
     value = getattr(torch, str(dtype).removeprefix("torch."), None)
     if not isinstance(value, torch.dtype):
         raise ValueError(f"unknown torch dtype {dtype!r}")
     return value
 
 
+def _dtype_name(dtype: torch.dtype | None) -> str:
+    return "auto" if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` asks for no hub access (``1``/``true``/``yes``/``on``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_kwargs() -> dict[str, Any]:
+    """``from_pretrained`` keywords for the hub settings of the process that loads the weights.
+
+    ``huggingface_hub`` reads ``HF_HUB_OFFLINE`` once, at import; passing ``local_files_only``
+    explicitly makes a worker whose environment says offline never reach the network, whenever
+    the variable was set. The loaders below call it in the worker, when the factory runs.
+    """
+    return {"local_files_only": True} if hub_offline() else {}
+
+
 def _load_wan(weights: str, **kwargs) -> WanVideoBackend:
     from models.wan import WanVideoBackend
 
-    return WanVideoBackend.from_pretrained(weights, **kwargs)
+    return WanVideoBackend.from_pretrained(weights, **kwargs, **hub_kwargs())
 
 
 def _load_stable_audio(weights: str, **kwargs) -> StableAudioBackend:
     from models.stable_audio import StableAudioBackend
 
-    return StableAudioBackend.from_pretrained(weights, **kwargs)
+    return StableAudioBackend.from_pretrained(weights, **kwargs, **hub_kwargs())
+
+
+def load_prompt_extender(model: str, **kwargs: Any) -> TransformersExtender:
+    """``TransformersExtender.from_pretrained(model, **kwargs)`` honouring ``HF_HUB_OFFLINE``: the
+    factory a profile gets for ``prompt_extender: {model: ...}`` (bind it with ``functools.partial``)."""
+    from models.prompt_extend import TransformersExtender
+
+    return TransformersExtender.from_pretrained(model, **kwargs, **hub_kwargs())
+
+
+def load_safety_checker(model: str, *, concepts: Sequence[str], threshold: float, **kwargs: Any) -> ClipSafetyChecker:
+    """``ClipSafetyChecker.from_pretrained(model, ...)`` honouring ``HF_HUB_OFFLINE``: the factory a
+    profile gets for ``safety_checker: {model: ..., concepts: [...], threshold: ...}``."""
+    from models.safety import ClipSafetyChecker
+
+    return ClipSafetyChecker.from_pretrained(model, concepts=concepts, threshold=threshold, **kwargs, **hub_kwargs())
+
+
+class InvalidProfileField(ValueError):
+    """A ``wan_profile`` argument breaks a rule; ``field`` names it, ``reason`` says how (the YAML
+    loader reports the two at the field's place in the file)."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field} {reason}")
+        self.field, self.reason = field, reason
+
+
+def check_windows(window_frames: int, overlap_frames: int, stride: int = WAN_TEMPORAL_STRIDE) -> None:
+    """Raise ``InvalidProfileField`` unless ``window_frames`` is ``stride*k+1`` and ``overlap_frames``
+    leaves a positive stride (window - overlap) that is a multiple of ``stride``."""
+    if window_frames < 1 or (window_frames - 1) % stride:
+        raise InvalidProfileField("window_frames", f"must be {stride}k+1, got {window_frames}")
+    if not 0 <= overlap_frames < window_frames or (window_frames - overlap_frames) % stride:
+        raise InvalidProfileField(
+            "overlap_frames", f"must be below window_frames ({window_frames}) and leave a stride (window - overlap) "
+                              f"that is a multiple of {stride}, got {overlap_frames}")
 
 
 def wan_profile(
     model_id: str,
     *,
     weights: str = DEFAULT_WAN_WEIGHTS,
+    pipeline: str = "WanPipeline",
     audio_weights: str | None = DEFAULT_STABLE_AUDIO_WEIGHTS,
     dtype: torch.dtype | str | None = None,
+    audio_dtype: torch.dtype | str | None = None,
     device: str | None = None,
     window_frames: int = 81,
     overlap_frames: int = 17,
@@ -123,42 +222,48 @@ def wan_profile(
     audio_steps: int = 100,
     audio_guidance_scale: float = 7.0,
     description: str | None = None,
+    prompt_extender_factory: Callable[[], PromptExtender] | None = None,
+    safety_factory: Callable[[], SafetyChecker] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> ModelProfile:
-    """A profile rendering with real Wan 2.1 text-to-video weights (+ Stable Audio, unless None).
+    """A profile rendering with real Wan-family weights (+ Stable Audio, unless ``audio_weights`` is None).
 
-    ``weights`` / ``audio_weights`` are local folders in diffusers layout or hub ids (downloads obey
-    ``HF_HUB_OFFLINE``). ``dtype`` defaults to bf16 for Wan (fp16 for audio) on a GPU and float32 on
-    the CPU; ``device`` defaults to the worker's GPU when it has one. The defaults match Wan 2.1 at
-    480p: 81-frame windows (its training length), 17 frames of overlap, about 832x480 pixels.
+    The one constructor of real-weight profiles: ``farm render --weights`` and the YAML loader
+    (``models.profile_config``) both build theirs here. ``pipeline`` is one of ``VIDEO_PIPELINES``;
+    ``weights`` / ``audio_weights`` are local folders in diffusers layout or hub ids (with
+    ``HF_HUB_OFFLINE`` set, hub ids resolve from the local cache only). ``dtype`` (a torch dtype, its
+    name, or ``"auto"``/None) defaults to bf16 on a GPU and float32 on the CPU; ``audio_dtype``
+    defaults to ``dtype``, except that bf16 becomes the audio backend's default (fp16/fp32).
+    ``device`` defaults to the worker's GPU when it has one. The defaults match Wan 2.1 at 480p:
+    81-frame windows (its training length), 17 frames of overlap, about 832x480 pixels.
+    ``extra`` is merged over the profile's own ``extra`` (pipeline, weights, dtype, audio_weights).
+    Raises ``InvalidProfileField`` (a ``ValueError``) for a pipeline, window or overlap it cannot render.
     """
-    stride = 4
-    if window_frames < 1 or (window_frames - 1) % stride:
-        raise ValueError(f"window_frames must be {stride}k+1, got {window_frames}")
-    if not 0 <= overlap_frames < window_frames or (window_frames - overlap_frames) % stride:
-        raise ValueError(
-            f"overlap_frames must leave a stride (window - overlap) that is a positive multiple of {stride}, "
-            f"got window {window_frames}, overlap {overlap_frames}"
-        )
+    if pipeline not in VIDEO_PIPELINES:
+        raise InvalidProfileField("pipeline", f"must be one of {', '.join(VIDEO_PIPELINES)}, got {pipeline!r}")
+    check_windows(window_frames, overlap_frames)
     torch_dtype = _dtype(dtype)
     video_factory: Callable[[], VideoBackend] = functools.partial(
-        _load_wan, weights, torch_dtype=torch_dtype, device=device
+        _load_wan, weights, pipeline=pipeline, torch_dtype=torch_dtype, device=device
     )
     audio_factory: Callable[[], AudioBackend] | None = None
     if audio_weights is not None:
+        # Wan's bf16 default does not carry over: Stable Audio runs in fp16/fp32.
+        audio_torch_dtype = (None if torch_dtype is torch.bfloat16 else torch_dtype) if audio_dtype is None \
+            else _dtype(audio_dtype)
         audio_factory = functools.partial(
             _load_stable_audio,
             audio_weights,
-            # Wan's bf16 default does not carry over: Stable Audio runs in fp16/fp32.
-            torch_dtype=None if torch_dtype is torch.bfloat16 else torch_dtype,
+            torch_dtype=audio_torch_dtype,
             device=device,
             guidance_scale=audio_guidance_scale,
         )
     return ModelProfile(
         model_id=model_id,
-        description=description or f"Wan 2.1 text-to-video from {weights}",
+        description=description or f"{pipeline} from {weights}",
         window_frames=window_frames,
         overlap_frames=overlap_frames,
-        temporal_stride=stride,
+        temporal_stride=WAN_TEMPORAL_STRIDE,
         native_area=native_area,
         native_multiple=native_multiple,
         num_inference_steps=num_inference_steps,
@@ -166,7 +271,10 @@ def wan_profile(
         audio_steps=audio_steps,
         video_factory=video_factory,
         audio_factory=audio_factory,
-        extra={"weights": weights, "audio_weights": audio_weights},
+        prompt_extender_factory=prompt_extender_factory,
+        safety_factory=safety_factory,
+        extra={"pipeline": pipeline, "weights": weights, "dtype": _dtype_name(torch_dtype),
+               "audio_weights": audio_weights, **(extra or {})},
     )
 
 

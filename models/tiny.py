@@ -148,9 +148,7 @@ def tiny_vace_pipeline(seed: int = DEFAULT_SEED):
     """A tiny random-weight ``WanVACEPipeline``: the tiny Wan components with a 2-layer VACE transformer.
 
     ``vace_in_channels`` 96 = 16 (inactive latents) + 16 (reactive latents) + 64 (the mask folded
-    over the VAE's 8x8 spatial stride), as in the real model. Its plain transformer blocks are the
-    tiny Wan's (same seed), so text-to-video output differs from ``tiny_wan_pipeline`` only by
-    the VACE hints.
+    over the VAE's 8x8 spatial stride), as in the real model.
     """
     from diffusers import WanVACEPipeline, WanVACETransformer3DModel
 
@@ -253,4 +251,145 @@ def save_tiny_stable_audio(directory: str | Path, seed: int = DEFAULT_SEED) -> P
     """Build the tiny Stable Audio pipeline and ``save_pretrained`` it to ``directory``; returns the path."""
     path = Path(directory)
     tiny_stable_audio_pipeline(seed).save_pretrained(path)
+    return path
+
+
+# --- prompt extension and safety: a tiny chat LM and a tiny CLIP ----------------------------------
+
+#: Special tokens of the tiny chat tokenizer (ChatML, as Qwen2.5's).
+CHAT_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+#: ChatML: what Qwen2.5-Instruct's template renders for plain system/user messages.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+#: Special tokens of the tiny CLIP tokenizer (those of openai/clip-vit-*).
+CLIP_SPECIALS = ("<|startoftext|>", "<|endoftext|>")
+
+#: Side of the square images the tiny CLIP sees (4x4 patches of 8 pixels).
+TINY_CLIP_IMAGE_SIZE = 32
+
+#: Tokens per text of the tiny CLIP (real CLIP: 77).
+TINY_CLIP_MAX_LENGTH = 77
+
+
+def _byte_level_tokenizer(specials: tuple[str, ...]):
+    """A ``tokenizers`` byte-level BPE with no merges: the 256 byte symbols (ids 0-255), then
+    ``specials``. Any text encodes (one token per UTF-8 byte) and decodes back exactly."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    for token in specials:
+        vocab[token] = len(vocab)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def tiny_chat_tokenizer():
+    """A byte-level chat tokenizer built in code with Qwen2.5's ChatML template and specials."""
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast(tokenizer_object=_byte_level_tokenizer(CHAT_SPECIALS), eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                      additional_special_tokens=list(CHAT_SPECIALS[1:]))
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def tiny_causal_lm(vocab_size: int, seed: int = DEFAULT_SEED, *, eos_token_id: int, pad_token_id: int):
+    """A 2-layer Qwen2 causal LM of width 16 with random weights from ``seed`` (its text is gibberish).
+
+    ``max_position_embeddings`` covers a 5120-character prompt (one token per byte) plus the
+    system prompt and the generated tokens.
+    """
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8192,
+        tie_word_embeddings=True, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(config).eval()
+
+
+def save_tiny_chat_lm(directory: str | Path, seed: int = DEFAULT_SEED) -> Path:
+    """Save a tiny chat LM and its tokenizer (``save_pretrained``) in ``directory``; returns the path.
+
+    It loads like a hub chat model: ``TransformersExtender.from_pretrained(directory)``.
+    """
+    path = Path(directory)
+    tokenizer = tiny_chat_tokenizer()
+    model = tiny_causal_lm(len(tokenizer), seed, eos_token_id=tokenizer.eos_token_id,
+                           pad_token_id=tokenizer.pad_token_id)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def tiny_clip_tokenizer():
+    """A byte-level CLIP tokenizer built in code: ``<|startoftext|> text <|endoftext|>``, padded
+    with ``<|endoftext|>`` (CLIP pools the text at the first end token)."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = _byte_level_tokenizer(CLIP_SPECIALS)
+    bos, eos = CLIP_SPECIALS
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", special_tokens=[(bos, 256), (eos, 257)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, pad_token=eos,
+                      model_max_length=TINY_CLIP_MAX_LENGTH)
+
+
+def tiny_clip_image_processor():
+    """CLIP's image preprocessing (resize, centre crop, CLIP mean/std) at ``TINY_CLIP_IMAGE_SIZE``."""
+    from transformers import CLIPImageProcessorPil
+
+    size = TINY_CLIP_IMAGE_SIZE
+    return CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+
+
+def tiny_clip_model(vocab_size: int, seed: int = DEFAULT_SEED):
+    """A tiny random ``CLIPModel``: 2-layer text and vision towers of width 32, 16-d projections.
+
+    ``logit_scale`` starts at 0 (scale 1, real CLIP learns about 100): similarities of random
+    embeddings stay in ``[-1, 1]``, so zero-shot probabilities stay near uniform and a tiny checker
+    does not flag frames by accident (see ``models.profiles.TINY_SAFETY_THRESHOLD``).
+    """
+    from transformers import CLIPConfig, CLIPModel
+
+    bos_id, eos_id = vocab_size - 2, vocab_size - 1
+    config = CLIPConfig(
+        text_config=dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=TINY_CLIP_MAX_LENGTH,
+                         bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=eos_id),
+        vision_config=dict(image_size=TINY_CLIP_IMAGE_SIZE, patch_size=8, hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=4),
+        projection_dim=16,
+        logit_scale_init_value=0.0,
+    )
+    torch.manual_seed(seed)
+    return CLIPModel(config).eval()
+
+
+def tiny_clip(seed: int = DEFAULT_SEED) -> tuple:
+    """``(model, tokenizer, image_processor)`` of the tiny CLIP, deterministic from ``seed``."""
+    tokenizer = tiny_clip_tokenizer()
+    return tiny_clip_model(len(tokenizer), seed), tokenizer, tiny_clip_image_processor()
+
+
+def save_tiny_clip(directory: str | Path, seed: int = DEFAULT_SEED) -> Path:
+    """Save the tiny CLIP (model, tokenizer, image processor) in ``directory``; returns the path.
+
+    It loads like a hub CLIP: ``ClipSafetyChecker.from_pretrained(directory, ...)``.
+    """
+    path = Path(directory)
+    for part in tiny_clip(seed):
+        part.save_pretrained(path)
     return path

@@ -296,3 +296,26 @@ def test_editing_with_a_mask_carries_the_input_audio(pool, tmp_path):
     assert np.abs(audio[:rate]).mean() > 1000, "the input's audio is heard in its first second"
     assert np.abs(audio[int(2.2 * rate):]).max() < 50, "and silence after the input ends"
     assert len(decode_frames(result.path)) == 96
+
+
+# -- the audio job of a cancelled render stops too ------------------------------------------------
+
+def test_a_cancelled_renders_audio_job_stops_at_the_next_step(ray_cluster):
+    from farm.errors import TaskCancelledError
+    from farm.workers import AudioWorker, cancel_flags
+    from models.base import AudioRequest
+
+    worker = ray.remote(AudioWorker).options(num_cpus=0).remote(get_profile(DEFAULT_MODEL))
+    flags = cancel_flags()
+    token = f"test/{uuid.uuid4()}"
+    ray.get(flags.cancel.remote(token))
+    request = AudioRequest(prompt="rain", duration_s=1.0, seed=1, num_inference_steps=50)
+    try:
+        with pytest.raises(TaskCancelledError, match="step 1/50"):
+            ray.get(worker.render.remote(0, request, token, flags))
+        # without a cancelled token the same call renders
+        output = ray.get(worker.render.remote(0, dataclasses.replace(request, num_inference_steps=2)))
+        assert output.samples.shape[1] >= output.sample_rate
+    finally:
+        ray.get(flags.clear.remote(token))
+        ray.kill(worker)

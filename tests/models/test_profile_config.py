@@ -84,6 +84,27 @@ def test_window_error_names_file_profile_and_field(tmp_path):
         ({"audio": {"pipeline": "AudioLDMPipeline", "weights": "a"}}, "profiles[0].audio.pipeline", "must be one of"),
         ({"audio": {"pipeline": "StableAudioPipeline"}}, "profiles[0].audio.weights", "is required"),
         ({"safety_checker": "clip"}, "profiles[0].safety_checker", "mapping or null"),
+        ({"safety_checker": {"concepts": ["gore"], "threshold": 0.3}}, "profiles[0].safety_checker.model",
+         "is required"),
+        ({"safety_checker": {"model": "m", "threshold": 0.3}}, "profiles[0].safety_checker.concepts", "is required"),
+        ({"safety_checker": {"model": "m", "concepts": [], "threshold": 0.3}}, "profiles[0].safety_checker.concepts",
+         "non-empty list"),
+        ({"safety_checker": {"model": "m", "concepts": ["gore", ""], "threshold": 0.3}},
+         "profiles[0].safety_checker.concepts[1]", "non-empty string"),
+        ({"safety_checker": {"model": "m", "concepts": ["gore"]}}, "profiles[0].safety_checker.threshold",
+         "is required"),
+        ({"safety_checker": {"model": "m", "concepts": ["gore"], "threshold": -1}},
+         "profiles[0].safety_checker.threshold", "must be >= 0"),
+        ({"safety_checker": {"model": "m", "concepts": ["gore"], "threshold": 0.3, "cutoff": 1}},
+         "profiles[0].safety_checker.cutoff", "unknown field"),
+        ({"prompt_extender": "llm"}, "profiles[0].prompt_extender", "must be 'template', a mapping with a model, or null"),
+        ({"prompt_extender": {"max_new_tokens": 64}}, "profiles[0].prompt_extender.model", "is required"),
+        ({"prompt_extender": {"model": "m", "max_new_tokens": 0}}, "profiles[0].prompt_extender.max_new_tokens",
+         "must be >= 1"),
+        ({"prompt_extender": {"model": "m", "temperature": "hot"}}, "profiles[0].prompt_extender.temperature",
+         "must be a number"),
+        ({"prompt_extender": {"model": "m", "system_prompt": ""}}, "profiles[0].prompt_extender.system_prompt",
+         "non-empty string"),
         ({"windows": 3}, "profiles[0].windows", "unknown field"),
     ],
 )
@@ -118,18 +139,48 @@ def test_a_directory_loads_every_yaml_and_refuses_duplicates_across_files(tmp_pa
         load_profiles(tmp_path)
 
 
-def test_prompt_extender_and_safety_checker_are_kept_in_extra():
-    profile = parse_profile({**GOOD, "prompt_extender": {"model": "Qwen/Qwen2.5-0.5B-Instruct"},
-                             "safety_checker": {"concepts": ["gore"], "threshold": 0.3}})
-    assert profile.extra["prompt_extender"] == {"model": "Qwen/Qwen2.5-0.5B-Instruct"}
-    assert profile.extra["safety_checker"]["threshold"] == 0.3
+def test_prompt_extender_and_safety_checker_are_optional():
+    profile = parse_profile(GOOD)
+    assert profile.prompt_extender_factory is None and profile.safety_factory is None
+    assert profile.extra["prompt_extender"] is None and profile.extra["safety_checker"] is None
+
+
+def test_the_template_extender_needs_no_model():
+    from models.prompt_extend import TemplateExtender
+
+    profile = parse_profile({**GOOD, "prompt_extender": "template"})
+    extender = profile.prompt_extender_factory()
+    assert isinstance(extender, TemplateExtender)
+    assert extender.extend("a @fox", seed=1).startswith("a @fox, ")
+    assert profile.extra["prompt_extender"] == {"kind": "template"}
+
+
+def test_model_extender_and_checker_are_configured_but_not_loaded(tmp_path):
+    """Parsing never loads a model: a missing folder parses, and fails only when the factory runs."""
+    import pickle
+
+    missing = str(tmp_path / "not-there")
+    profile = parse_profile({**GOOD,
+                             "prompt_extender": {"model": missing, "max_new_tokens": 64, "system_prompt": "Expand."},
+                             "safety_checker": {"model": missing, "concepts": ["gore"], "threshold": 0.3,
+                                                "safe_prompts": ["a photo of a field"]}})
+    assert profile.extra["prompt_extender"] == {"kind": "transformers", "model": missing, "max_new_tokens": 64,
+                                                "temperature": 0.0, "system_prompt": "Expand."}
+    assert profile.extra["safety_checker"] == {"kind": "clip", "model": missing, "concepts": ["gore"],
+                                               "threshold": 0.3, "safe_prompts": ["a photo of a field"]}
+    clone = pickle.loads(pickle.dumps(profile))  # Ray ships the factories to the workers
+    assert clone.safety_factory.keywords["concepts"] == ("gore",)
+    with pytest.raises(OSError):
+        clone.prompt_extender_factory()
+    with pytest.raises(OSError):
+        clone.safety_factory()
 
 
 def test_hf_hub_offline_is_passed_to_from_pretrained(monkeypatch):
     from models import profile_config
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    assert profile_config._hub_kwargs() == {}
+    assert profile_config._hub_kwargs() == {} and not profile_config.hub_offline()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert profile_config._hub_kwargs() == {"local_files_only": True}
 
@@ -148,6 +199,10 @@ def test_shipped_profiles_parse_with_real_hub_ids():
         assert (profile.extra["pipeline"], profile.extra["weights"], profile.window_frames) == (pipeline, weights, window)
         assert (profile.extra["native_width"], profile.extra["native_height"]) == native
         assert profile.extra["audio_weights"] == "stabilityai/stable-audio-open-1.0"
+        assert profile.extra["prompt_extender"]["model"] == "Qwen/Qwen2.5-1.5B-Instruct"
+        assert profile.extra["safety_checker"]["model"] == "openai/clip-vit-large-patch14"
+        assert profile.extra["safety_checker"]["concepts"] == ["nudity", "graphic violence", "gore"]
+        assert profile.prompt_extender_factory is not None and profile.safety_factory is not None
 
 
 def test_register_profiles_replaces_and_adds(tmp_path):
@@ -212,7 +267,7 @@ def tiny_skyreels_df_pipeline(seed: int = 0):
 def hub_dir(tmp_path_factory) -> Path:
     """A folder laid out like a local hub mirror: ``<owner>/<name>`` per shipped weights id, each
     holding a tiny random model of the right class saved with ``save_pretrained``."""
-    from models.tiny import save_tiny_stable_audio
+    from models.tiny import save_tiny_chat_lm, save_tiny_clip, save_tiny_stable_audio
 
     root = tmp_path_factory.mktemp("hub")
     tiny_vace_pipeline().save_pretrained(root / "Wan-AI/Wan2.1-VACE-1.3B-diffusers")
@@ -220,17 +275,21 @@ def hub_dir(tmp_path_factory) -> Path:
     (root / "Wan-AI/Wan2.1-VACE-14B-diffusers").symlink_to(root / "Wan-AI/Wan2.1-VACE-1.3B-diffusers")
     tiny_skyreels_df_pipeline().save_pretrained(root / "Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers")
     save_tiny_stable_audio(root / "stabilityai/stable-audio-open-1.0")
+    save_tiny_chat_lm(root / "Qwen/Qwen2.5-1.5B-Instruct")
+    save_tiny_clip(root / "openai/clip-vit-large-patch14")
     return root
 
 
 def shipped_with_local_weights(hub_dir: Path, tmp_path: Path) -> dict:
-    """The shipped profile files with every hub id replaced by its folder under ``hub_dir``."""
+    """The shipped profile files with every hub id (``weights:``, and ``model:`` of the extender and
+    checker) replaced by its folder under ``hub_dir``."""
     for source in SHIPPED.glob("*.yaml"):
         text = source.read_text()
         for line in text.splitlines():
-            if line.strip().startswith("weights:"):
-                hub_id = line.split(":", 1)[1].strip()
-                text = text.replace(f"weights: {hub_id}", f"weights: {hub_dir / hub_id}")
+            key, _, value = line.strip().removeprefix("- ").partition(":")
+            hub_id = value.strip()
+            if key in ("weights", "model") and hub_id and (hub_dir / hub_id).is_dir():
+                text = text.replace(f"{key}: {hub_id}", f"{key}: {hub_dir / hub_id}")
         (tmp_path / source.name).write_text(text)
     return {p.model_id: p for p in load_profiles(tmp_path)}
 
@@ -259,6 +318,26 @@ def test_shipped_audio_loads_tiny_weights_and_renders(hub_dir, tmp_path, monkeyp
     backend = profile.audio_factory()
     audio = backend.render(AudioRequest(prompt="birdsong", duration_s=1.0, seed=1, num_inference_steps=2))
     assert audio.shape == (2, backend.sample_rate) and audio.dtype == np.float32
+
+
+@pytest.mark.parametrize("model_id", ["wan-ai:wan2.1-vace@1.3b", "skywork:skyreels-v2-df@1.3b-540p"])
+def test_shipped_extender_and_checker_load_tiny_models_offline(hub_dir, tmp_path, monkeypatch, model_id):
+    from models.prompt_extend import TransformersExtender
+    from models.safety import ClipSafetyChecker
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    profile = shipped_with_local_weights(hub_dir, tmp_path)[model_id]
+    assert str(hub_dir) in profile.extra["prompt_extender"]["model"]
+    extender = profile.prompt_extender_factory()
+    assert isinstance(extender, TransformersExtender) and extender.max_new_tokens == 256
+    extender.max_new_tokens = 8  # random weights: the mechanics only, quickly
+    extended = extender.extend("a red fox with @cub", seed=1)
+    assert extended.startswith("a red fox with @cub") and extended == extender.extend("a red fox with @cub", seed=1)
+    checker = profile.safety_factory()
+    assert isinstance(checker, ClipSafetyChecker) and checker.concepts == ["nudity", "graphic violence", "gore"]
+    assert checker.threshold == 0.5
+    verdict = checker.check(np.zeros((3, 64, 112, 3), dtype=np.uint8))
+    assert not verdict.flagged and 0 < verdict.score < 0.5
 
 
 def test_the_14b_profile_loads_its_own_layout(hub_dir, tmp_path, monkeypatch):

@@ -62,3 +62,45 @@ def test_wan_profile_rejects_off_grid_windows(window, overlap):
 def test_register_profile_refuses_silent_replacement():
     with pytest.raises(ValueError):
         register_profile(get_profile(DEFAULT_MODEL))
+
+
+def test_default_profile_extends_prompts_and_checks_content():
+    import numpy as np
+
+    from models.prompt_extend import PromptExtender
+    from models.safety import SafetyChecker
+
+    profile = pickle.loads(pickle.dumps(get_profile(DEFAULT_MODEL)))
+    extender = profile.prompt_extender_factory()
+    assert isinstance(extender, PromptExtender)
+    assert extender.extend("a @fox in snow", seed=4).startswith("a @fox in snow, ")
+    checker = profile.safety_factory()
+    assert isinstance(checker, SafetyChecker)
+    frames = np.random.default_rng(1).integers(0, 256, (3, 64, 112, 3), dtype=np.uint8)
+    assert not checker.check(frames).flagged  # random weights: it runs, it never flags
+
+
+def test_wan_profile_takes_pipeline_dtype_and_the_new_factories():
+    from models.prompt_extend import TemplateExtender
+
+    profile = wan_profile("acme:vace@1", weights="/w/vace", pipeline="WanVACEPipeline", dtype="auto",
+                          audio_dtype="float16", prompt_extender_factory=TemplateExtender,
+                          extra={"source": "test"})
+    assert profile.video_factory.keywords["pipeline"] == "WanVACEPipeline"
+    assert profile.video_factory.keywords["torch_dtype"] is None
+    assert profile.audio_factory.keywords["torch_dtype"] is torch.float16
+    assert profile.prompt_extender_factory is TemplateExtender and profile.safety_factory is None
+    assert profile.extra == {"pipeline": "WanVACEPipeline", "weights": "/w/vace", "dtype": "auto",
+                             "audio_weights": "stabilityai/stable-audio-open-1.0", "source": "test"}
+    # bf16 video does not carry over to Stable Audio unless asked for.
+    assert wan_profile("a", dtype="bfloat16").audio_factory.keywords["torch_dtype"] is None
+
+
+def test_wan_profile_errors_name_the_argument():
+    from models.profiles import InvalidProfileField
+
+    with pytest.raises(InvalidProfileField, match="^window_frames must be 4k\\+1, got 80$") as info:
+        wan_profile("a", window_frames=80)
+    assert (info.value.field, info.value.reason) == ("window_frames", "must be 4k+1, got 80")
+    with pytest.raises(InvalidProfileField, match="^pipeline must be one of"):
+        wan_profile("a", pipeline="CogVideoXPipeline")
