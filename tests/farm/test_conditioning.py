@@ -319,3 +319,17 @@ def test_a_cancelled_renders_audio_job_stops_at_the_next_step(ray_cluster):
     finally:
         ray.get(flags.clear.remote(token))
         ray.kill(worker)
+
+
+@pytest.mark.parametrize("name", ["frame-images", "reference-images", "extend-video", "edit-with-mask",
+                                  "sequential-chunks", "editing-mov"])
+def test_each_feature_example_renders_a_valid_file(pool, tmp_path, name):
+    import json
+
+    raw = json.loads((Path(__file__).resolve().parents[2] / "examples" / f"{name}.json").read_text())
+    task = parse_task(raw)
+    [result] = render_task(task, pool, tmp_path, base_seed=1)
+    info = probe(result.path)
+    assert (info.frames, info.fps) == (task.num_frames, 32)
+    assert info.width * info.height == pytest.approx(848 * 480, rel=0.02)
+    assert info.audio_seconds == pytest.approx(task.duration, abs=0.03), "generated or carried audio"
