@@ -317,21 +317,26 @@ class TaskManager:
         """Validate, persist and enqueue a task; see ``TaskService.submit``."""
         task = self._parse(raw_task)
         body = canonical_body(raw_task)
-        # The duplicate check reads SQLite outside the lock; a concurrent submit of the same UUID
-        # that slips past it is caught by the primary key below and answered the same way.
-        existing = self._store.get_task(task.task_uuid)
-        if existing is not None:
-            return self._resubmitted(existing, body, api_key)
+        # No read before the write: a repeated UUID (rare) is caught by the primary key below and
+        # answered from the stored task, which spares every fresh submit a SQLite lookup.
+        refusal = None
         with self._lock:
             if not self._admitting:
-                raise QueueFullError("the farm is shutting down; retry later", retry_after_s=self._retry_after())
-            if len(self._queue) + self._admitting_now >= self._max_queue:
-                raise QueueFullError(
+                refusal = QueueFullError("the farm is shutting down; retry later", retry_after_s=self._retry_after())
+            elif len(self._queue) + self._admitting_now >= self._max_queue:
+                refusal = QueueFullError(
                     f"the queue is full ({self._max_queue} tasks waiting)", retry_after_s=self._retry_after()
                 )
-            # A place in the queue is held while the task is written, so the SQLite write
-            # happens outside the lock and neither other submits nor lookups wait for it.
-            self._admitting_now += 1
+            else:
+                # A place in the queue is held while the task is written, so the SQLite write
+                # happens outside the lock and neither other submits nor lookups wait for it.
+                self._admitting_now += 1
+        if refusal is not None:
+            # A client retrying a submit whose acknowledgement it lost still gets that answer.
+            existing = self._store.get_task(task.task_uuid)
+            if existing is not None:
+                return self._resubmitted(existing, body, api_key)
+            raise refusal
         record = None
         try:
             # The base seed is fixed now and persisted, so a render resumed after a restart gives

@@ -145,11 +145,15 @@ def test_duplicate_uuid_identical_body_returns_first_ack_different_body_is_refus
 
 def test_full_queue_refuses_with_a_retry_delay(fake_manager, make_task):
     manager = fake_manager(max_queue=2)
-    manager.submit(make_task(), "k")
+    first = make_task()
+    manager.submit(first, "k")
     manager.submit(make_task(), "k")
     with pytest.raises(QueueFullError) as refused:
         manager.submit(make_task(), "k")
     assert refused.value.retry_after_s > 0
+    # A client retrying a submit whose acknowledgement it lost gets the first answer, full or not.
+    again = manager.submit(first, "k")
+    assert (again.task_uuid, again.queue_position) == (first["taskUUID"], 1)
 
 
 def test_keys_are_served_round_robin_oldest_first_within_a_key(fake_manager, make_task):
