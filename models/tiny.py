@@ -7,6 +7,10 @@ ones (Wan 2.1 for video, Stable Audio Open for audio), only shrunk, so the whole
 text encoding, denoising loop, VAE decode, ``save_pretrained``/``from_pretrained`` — is the same
 code that runs with real weights. The pictures and sounds they make are noise.
 
+The same goes for the prompt extender and the safety checker: a 2-layer Qwen2 chat model and a
+2-layer CLIP, with byte-level tokenizers built in code (``tokenizers``, no vocabulary files). Their
+prompts are gibberish and their verdicts meaningless; the mechanics are the real ones.
+
 Sizes were picked so that on one CPU thread a 17-frame 112x64 chunk renders in a fraction of a
 second (about 0.2 s) and 15 s of stereo 16 kHz audio in about 0.2 s too (see ``tests/models``).
 """
@@ -293,8 +297,8 @@ def tiny_chat_tokenizer():
     """A byte-level chat tokenizer built in code with Qwen2.5's ChatML template and specials."""
     from transformers import PreTrainedTokenizerFast
 
-    fast = PreTrainedTokenizerFast(tokenizer_object=_byte_level_tokenizer(CHAT_SPECIALS), eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                      additional_special_tokens=list(CHAT_SPECIALS[1:]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=_byte_level_tokenizer(CHAT_SPECIALS), eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>", additional_special_tokens=list(CHAT_SPECIALS[1:]))
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
