@@ -33,7 +33,9 @@ import torch
 from farm.conditioning import ClipConditioning, build_conditioning, output_size
 from farm.constants import OUTPUT_FPS
 from farm.encode import ResultEncoder
-from farm.errors import FarmError, RenderError, TaskCancelledError, TaskValidationError, Violation, WorkerLostError
+from farm.errors import (
+    FarmError, RenderError, SafetyError, TaskCancelledError, TaskValidationError, Violation, WorkerLostError,
+)
 from farm.planner import ClipPlan, plan_clip
 from farm.pool import WorkerPool
 from farm.stitch import Stitcher
@@ -238,6 +240,8 @@ class _ResultState:
     model_activity: list[tuple[float, float]] = field(default_factory=list)
     video_uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
     extended_prompt: str | None = None
+    #: Set when this result was refused on its own (safety); its file is removed.
+    error: FarmError | None = None
 
 
 def render_task(
@@ -283,6 +287,10 @@ def render_task(
     sequential = (task.settings.chunk_mode or profile.extra.get("chunk_mode", "parallel")) == "sequential"
     if not conditioning.empty or sequential:
         _require_conditioning(pool, task, sequential)
+    if _safety_mode(task) != "none" and profile.safety_factory is None:
+        raise TaskValidationError([Violation(
+            field="safety.checkContent", message=f"model {task.model} has no safety checker configured")],
+            task_uuid=task.task_uuid)
     lock = threading.Lock()
 
     def emit(event: RenderEvent) -> None:
@@ -347,6 +355,15 @@ def render_task(
     rendered = []
     for state in states.values():
         state.finisher.join()
+        if state.error is not None:  # refused on its own: no file, the others go on
+            failed = dataclasses.replace(build(state.finisher), path=None, error=state.error)
+            if on_result is not None:
+                try:
+                    on_result(failed)
+                except Exception:  # noqa: BLE001 - as for finished results
+                    log.exception("on_result failed for result %d", state.index)
+            rendered.append(failed)
+            continue
         if state.finisher.error is not None:
             for other in states.values():
                 other.finisher.abort()
@@ -381,6 +398,14 @@ def _result_of(task: VideoInferenceTask, state: _ResultState, started: float) ->
         ),
         extended_prompt=state.extended_prompt,
     )
+
+
+def _safety_mode(task: VideoInferenceTask) -> str:
+    """``none``, ``fast`` or ``full``: ``checkContent`` is the switch; with it on, mode ``none``
+    (the seed's default) checks key frames."""
+    if not task.safety.check_content:
+        return "none"
+    return "fast" if task.safety.mode == "none" else task.safety.mode
 
 
 def _has_inputs(task: VideoInferenceTask) -> bool:
@@ -423,17 +448,33 @@ def _stereo(samples: np.ndarray) -> np.ndarray:
     return np.repeat(samples.mean(axis=0, keepdims=True), 2, axis=0)
 
 
-def _encode_prompt(pool: WorkerPool, prompt: str):
-    """Prompt embeddings from any live worker, put once into the object store."""
+def _on_any_worker(pool: WorkerPool, call: Callable, what: str):
+    """``ray.get(call(worker))`` on the first live video worker, replacing workers that die."""
     while True:
         if not pool.video_workers:
-            raise WorkerLostError("every video worker died before the prompt was encoded")
+            raise WorkerLostError(f"every video worker died before {what}")
         worker = pool.video_workers[0]
         try:
-            return ray.put(ray.get(worker.encode_prompt.remote(prompt, None)))
+            return ray.get(call(worker))
         except RayActorError:
             if pool.replace(worker) is None and not pool.video_workers:
-                raise WorkerLostError("every video worker died before the prompt was encoded") from None
+                raise WorkerLostError(f"every video worker died before {what}") from None
+
+
+def _encode_prompt(pool: WorkerPool, prompt: str, extend_seed: int | None = None) -> tuple[object, str | None]:
+    """The prompt embeddings, put once into the object store, and the extended prompt.
+
+    With ``extend_seed`` the profile's prompt extender (on a video worker: the LLM lives where the
+    GPUs are) rewrites ``prompt`` first and the extension is what the model renders; None when the
+    prompt was not extended.
+    """
+    extended = None
+    if extend_seed is not None:
+        extended = _on_any_worker(pool, lambda w: w.extend_prompt.remote(prompt, extend_seed),
+                                  "the prompt was extended")
+    embeds = _on_any_worker(pool, lambda w: w.encode_prompt.remote(extended or prompt, None),
+                            "the prompt was encoded")
+    return ray.put(embeds), extended
 
 
 def _cancel(task: VideoInferenceTask, flags, token: str | None, in_flight) -> None:
@@ -479,7 +520,13 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: dict[int, _ResultSt
                 voice_rate=voice_rate,
             ))
 
-    prompt_ref = _encode_prompt(pool, task.positive_prompt)
+    extend_seed = None
+    if task.settings.prompt_extend and profile.prompt_extender_factory is not None:
+        extend_seed = min(s.seed for s in states.values())
+    prompt_ref, extended = _encode_prompt(pool, task.positive_prompt, extend_seed)
+    for state in states.values():
+        state.extended_prompt = extended
+    safety_mode = _safety_mode(task)
 
     def make_work(state: _ResultState, chunk, extra_frames=None) -> ChunkWork:
         return ChunkWork(
@@ -493,6 +540,7 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: dict[int, _ResultSt
             cancel_token=token,
             cancel_flags=flags,
             conditioning=conditioning.for_chunk(chunk, extra_frames),
+            safety_mode=safety_mode,
         )
 
     # Result-major order: the first result is finished (and deliverable) as early as possible.
@@ -531,6 +579,8 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: dict[int, _ResultSt
                     raise WorkerLostError(f"the audio worker died for task {task.task_uuid}") from None
                 start_audio(index, request)
                 continue
+            if states[index].error is not None:
+                continue
             states[index].audio_seconds = output.seconds
             states[index].model_activity.append((output.started_at, output.started_at + output.seconds))
             states[index].finisher.add_audio(output)
@@ -548,6 +598,20 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: dict[int, _ResultSt
             continue
         idle.append(worker)
         state = states[chunk.result_index]
+        if state.error is not None:
+            continue  # a chunk still in flight when its result was refused
+        verdict = chunk.safety
+        if verdict is not None and verdict.flagged:
+            start = state.plan.chunks[chunk.chunk_index].start
+            frame = max(0, start + (verdict.frame or 0) - conditioning.lead_frames)
+            state.error = SafetyError(
+                f"result {state.index} was flagged by the safety checker: {verdict.concept} "
+                f"(score {verdict.score:.2f}) near frame {frame}; nothing is delivered")
+            state.finisher.abort()
+            todo = collections.deque(w for w in todo if w.result_index != state.index)
+            emit(RenderEvent(stage="chunk", result_index=state.index, done=len(state.plan.chunks),
+                             total=len(state.plan.chunks), seconds=chunk.seconds))
+            continue
         state.chunks_done += 1
         state.model_seconds += chunk.seconds
         state.model_activity.append((chunk.started_at, chunk.started_at + chunk.seconds))
@@ -563,4 +627,5 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: dict[int, _ResultSt
             raise RenderError(f"result {failed.index} failed while encoding: {failed.finisher.error}")
 
     for state in states.values():
-        state.finisher.finish()
+        if state.error is None:
+            state.finisher.finish()

@@ -7,6 +7,7 @@ whichever worker runs it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ class ChunkWork:
     cancel_flags: object = None
     #: Known frames, masks and reference images of this chunk (``farm.conditioning``).
     conditioning: ChunkConditioning | None = None
+    #: ``fast`` (first, middle and last frame) or ``full`` (every frame): the worker runs the
+    #: profile's safety checker on the chunk's frames; ``none``: no check.
+    safety_mode: str = "none"
 
 
 def _cancel_check(token: str | None, flags) -> "Callable[[int, int], None] | None":
@@ -114,6 +118,9 @@ class ChunkOutput:
     #: Wall-clock (``time.time``) start of the model call, for activity timelines.
     started_at: float
     worker_pid: int
+    #: The safety checker's verdict on the chunk (``models.safety.SafetyVerdict``; ``frame`` is
+    #: chunk-local), or None when not checked.
+    safety: object = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,12 +145,39 @@ class VideoWorker:
     def __init__(self, profile: ModelProfile, torch_threads: int | None = 1):
         _set_threads(torch_threads)
         started = time.perf_counter()
+        self._profile = profile
         self._backend = profile.video_factory()
+        # The prompt extender and the safety checker load on first use (most tasks need neither).
+        self._extender = None
+        self._checker = None
         self.load_seconds = time.perf_counter() - started
 
     def ready(self) -> float:
         """Seconds the backend took to load; returns once the actor is usable."""
         return self.load_seconds
+
+    def extend_prompt(self, prompt: str, seed: int) -> str | None:
+        """``prompt`` extended by the profile's extender (None when the profile has none)."""
+        if self._profile.prompt_extender_factory is None:
+            return None
+        if self._extender is None:
+            self._extender = self._profile.prompt_extender_factory()
+        with torch.inference_mode():
+            return self._extender.extend(prompt, seed=seed)
+
+    def _safety(self, frames: np.ndarray, mode: str):
+        """The checker's verdict on ``frames`` (``fast``: first, middle, last), frame chunk-local."""
+        if self._checker is None:
+            if self._profile.safety_factory is None:
+                raise ValueError(f"profile {self._profile.model_id!r} has no safety checker")
+            self._checker = self._profile.safety_factory()
+        n = len(frames)
+        picked = sorted({0, n // 2, n - 1}) if mode == "fast" else list(range(n))
+        with torch.inference_mode():
+            verdict = self._checker.check(frames[picked])
+        if verdict.frame is not None:
+            verdict = dataclasses.replace(verdict, frame=picked[verdict.frame])
+        return verdict
 
     def encode_prompt(self, prompt: str, negative_prompt: str | None = None) -> PromptEmbeds:
         """Text conditioning for the task (computed once, shared by every chunk)."""
@@ -174,6 +208,7 @@ class VideoWorker:
         )
         with torch.inference_mode():
             frames = self._backend.render_chunk(request, _cancel_check(work.cancel_token, work.cancel_flags))
+        verdict = self._safety(frames, work.safety_mode) if work.safety_mode != "none" else None
         return ChunkOutput(
             result_index=work.result_index,
             chunk_index=work.chunk.index,
@@ -181,6 +216,7 @@ class VideoWorker:
             seconds=time.perf_counter() - started,
             started_at=started_at,
             worker_pid=os.getpid(),
+            safety=verdict,
         )
 
 
