@@ -243,6 +243,13 @@ def _render(args: argparse.Namespace) -> int:
             progress.close()
             for r in results:
                 t = r.timings
+                if r.error is not None:
+                    print(f"error: result {r.index} of task {task.task_uuid} (seed {r.seed}): {r.error}",
+                          file=sys.stderr)
+                    status = EXIT_FAILED
+                    continue
+                if r.extended_prompt:
+                    print(f"extended prompt: {r.extended_prompt}", file=sys.stderr)
                 print(
                     f"{r.path}  seed={r.seed}  {r.num_frames} frames {r.width}x{r.height} @{OUTPUT_FPS}fps "
                     f"{r.output_format}{' +audio' if r.has_audio else ''}  "
