@@ -44,7 +44,7 @@ DTYPES = ("bfloat16", "float16", "float32", "auto")
 TEMPORAL_STRIDE = WAN_TEMPORAL_STRIDE
 
 _TOP_KEYS = {"model", "description", "video", "window_frames", "overlap_frames", "native", "steps",
-             "guidance_scale", "audio", "prompt_extender", "safety_checker"}
+             "guidance_scale", "audio", "prompt_extender", "safety_checker", "chunk_mode"}
 _VIDEO_KEYS = {"pipeline", "weights", "dtype"}
 _NATIVE_KEYS = {"area", "width", "height", "multiple", "fps"}
 _AUDIO_KEYS = {"pipeline", "weights", "dtype", "steps", "guidance_scale"}
@@ -201,6 +201,8 @@ def parse_profile(raw: Any, *, source: str = "<profiles>", where: str = "profile
 
     steps = top.int("steps", 30)
     guidance = top.number("guidance_scale", 5.0)
+    # A task's settings.chunkMode overrides it; sequential needs a conditioning pipeline (VACE).
+    chunk_mode = top.str("chunk_mode", "parallel", choices=("parallel", "sequential"))
 
     audio_weights = audio_summary = None
     audio_dtype = "auto"
@@ -247,6 +249,7 @@ def parse_profile(raw: Any, *, source: str = "<profiles>", where: str = "profile
                 "audio": audio_summary,
                 "prompt_extender": extender_summary,
                 "safety_checker": safety_summary,
+                "chunk_mode": chunk_mode,
             },
         )
     except InvalidProfileField as exc:

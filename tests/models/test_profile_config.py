@@ -365,3 +365,24 @@ def test_a_wan_t2v_profile_renders_like_the_in_memory_tiny_wan(tmp_path):
     latents = make_latents(backend, seed=5)
     np.testing.assert_array_equal(backend.render_chunk(make_request(embeds, latents)),
                                   video_backend.render_chunk(make_request(embeds, latents)))
+
+
+def test_chunk_mode_is_read_into_the_profile_and_checked(tmp_path):
+    from models.profile_config import ProfileConfigError, load_profiles
+
+    text = (
+        "profiles:\n"
+        "  - model: acme:seq@1\n"
+        "    video: {pipeline: WanVACEPipeline, weights: /nowhere}\n"
+        "    window_frames: 81\n"
+        "    overlap_frames: 17\n"
+        "    native: {area: 399360}\n"
+        "    chunk_mode: {mode}\n"
+    )
+    path = tmp_path / "p.yaml"
+    path.write_text(text.replace("{mode}", "sequential"))
+    [profile] = load_profiles(path)
+    assert profile.extra["chunk_mode"] == "sequential"
+    path.write_text(text.replace("{mode}", "sideways"))
+    with pytest.raises(ProfileConfigError, match=r"profiles\[0\]\.chunk_mode"):
+        load_profiles(path)
