@@ -225,23 +225,10 @@ def test_register_profiles_replaces_and_adds(tmp_path):
 
 
 def tiny_vace_pipeline(seed: int = 0):
-    """A tiny random ``WanVACEPipeline``: the tiny Wan components with a 2-layer VACE transformer.
+    """The tiny random ``WanVACEPipeline`` of the embedded default (``models.tiny``)."""
+    from models.tiny import tiny_vace_pipeline as build
 
-    ``vace_in_channels`` 96 = 16 (inactive latents) + 16 (reactive latents) + 64 (the mask folded
-    over the VAE's 8x8 spatial stride), as in the real model.
-    """
-    from diffusers import WanVACEPipeline, WanVACETransformer3DModel
-
-    from models.tiny import TEXT_DIM, tiny_wan_components
-
-    components = tiny_wan_components(seed)
-    torch.manual_seed(seed)
-    components["transformer"] = WanVACETransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
-        text_dim=TEXT_DIM, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, vace_layers=[0, 1], vace_in_channels=96,
-    ).eval()
-    return WanVACEPipeline(**components)
+    return build(seed)
 
 
 def tiny_skyreels_df_pipeline(seed: int = 0):
