@@ -19,7 +19,6 @@ import collections
 import dataclasses
 import json
 import logging
-import os
 import secrets
 import sqlite3
 import threading
@@ -196,8 +195,7 @@ class TaskManager:
     fetches its media inputs as the task's owner. ``artifacts`` (anything with ``put(video_uuid, source, content_type,
     ttl_s)``) receives each finished file; ``on_result`` is the gateway's hook for URLs, uploads and
     webhooks; ``metrics`` (``farm.metrics.FarmMetrics`` or alike) is told about tasks, stages and
-    workers. ``runner_niceness`` (Linux) lowers the CPU priority of the runner thread and the
-    render threads it starts, so the gateway's event loop stays responsive while a task encodes.
+    workers.
 
     Cost (``includeCost``): ``(video model seconds x gpus_per_worker + audio model seconds x
     min(gpus_per_worker, 0.25)) x price_per_gpu_second`` — measured model time of the result on
@@ -234,7 +232,6 @@ class TaskManager:
         render: RenderFunction = render_task,
         url_guard: Any = None,
         assets_dir: str | Path | None = None,
-        runner_niceness: int = 0,
     ):
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
@@ -251,7 +248,6 @@ class TaskManager:
         self._profile_lookup = profile_lookup
         self._render = render
         self._url_guard = url_guard
-        self._runner_niceness = runner_niceness
         self._assets_dir = Path(assets_dir) if assets_dir is not None else None
 
         self._lock = threading.Lock()
@@ -454,14 +450,6 @@ class TaskManager:
     # -- the runner ----------------------------------------------------------------------------
 
     def _run_loop(self) -> None:
-        if self._runner_niceness > 0:
-            # Linux nice values are per thread and inherited by the threads a thread starts: the
-            # runner and the render's finisher threads (stitch, resize, encode) yield the CPU to
-            # the event loop that answers Submit/GetResponse, which stays at the process's value.
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._runner_niceness)
-            except (AttributeError, OSError) as exc:  # not Linux, or not permitted: run as is
-                log.info("runner thread keeps its priority: %s", exc)
         while True:
             with self._lock:
                 while not self._stopping and len(self._queue) == 0:

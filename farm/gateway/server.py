@@ -32,10 +32,6 @@ from farm.lifecycle import ResultRecord, TaskService
 
 log = logging.getLogger(__name__)
 
-#: Nice value of the task runner and render threads in the gateway process (stitch, resize and
-#: encode run there), so admission and polling answer first; the render only waits a little.
-RUNNER_NICENESS = 10
-
 #: Config file keys (YAML) and their GatewayConfig fields.
 CONFIG_KEYS = ("api_keys", "allow_urls", "max_queue", "price_per_gpu_second", "public_base_url",
                "grpc_port", "http_port", "host", "data_dir", "ray_address", "workers", "gpus_per_worker",
@@ -95,33 +91,6 @@ class GatewayConfig:
             raw["profiles"] = str(Path(path).parent / raw["profiles"])
         values = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
         return cls(**values)
-
-
-def _renice_process(niceness: int) -> int:
-    """Raise every thread of this process to at least ``niceness`` (Linux); the new value."""
-    import os
-
-    current = os.getpriority(os.PRIO_PROCESS, 0)
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, int(tid), max(niceness, os.getpriority(os.PRIO_PROCESS, int(tid))))
-        except OSError:  # the thread ended meanwhile
-            pass
-    return max(niceness, current)
-
-
-def _lower_worker_priority(pool, niceness: int = RUNNER_NICENESS) -> None:
-    """Run the pool's actors at a lower CPU priority than the gateway when they share its machine
-    (the embedded Ray, a small node): admission and polling answer first, chunks wait a little.
-    On dedicated GPU nodes it changes nothing. Best effort: an actor that cannot be reached or
-    reniced (not Linux) runs as it is; a replacement actor started later is not reniced."""
-    import ray
-
-    actors = [a for a in [*pool.video_workers, getattr(pool, "audio_worker", None)] if a is not None]
-    try:
-        ray.get([actor.__ray_call__.remote(lambda _self: _renice_process(niceness)) for actor in actors], timeout=300)
-    except Exception as exc:  # noqa: BLE001 - priority is an optimisation, never a failure
-        log.info("worker actors keep their CPU priority: %s", exc)
 
 
 class GuardedService:
@@ -244,10 +213,8 @@ class Gateway:
         connect_ray(self.config.ray_address, min_cpus=workers + 1)
 
         def pool_factory(profile):
-            pool = WorkerPool(profile, WorkerConfig(video_workers=workers, gpus_per_worker=gpus,
+            return WorkerPool(profile, WorkerConfig(video_workers=workers, gpus_per_worker=gpus,
                                                     audio_worker=profile.audio_factory is not None))
-            _lower_worker_priority(pool)
-            return pool
 
         from farm.urlguard import UrlGuard
 
@@ -266,7 +233,6 @@ class Gateway:
             # Media inputs are fetched under the same allow-list as webhooks and uploads.
             url_guard=UrlGuard(self.config.allow_urls),
             assets_dir=data / "assets",
-            runner_niceness=RUNNER_NICENESS,
         )
         self.service = GuardedService(self.manager, UrlGuard(self.config.allow_urls))
 
