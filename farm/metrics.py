@@ -8,7 +8,7 @@ helper methods of ``FarmMetrics``, which also refuse label values outside the fi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -71,6 +71,7 @@ class FarmMetrics:
             "farm_delivery_failures", "Uploads and webhooks that failed after every retry.", ["kind"], registry=r)
         self.grpc_requests = Counter(
             "farm_grpc_requests", "gRPC requests, by method and status code.", ["method", "code"], registry=r)
+        self._grpc_children: dict[tuple[str, str], Any] = {}
         self.http_requests = Counter(
             "farm_http_requests", "HTTP requests, by route template and status code.", ["route", "code"], registry=r)
         self.render_failures = Counter(
@@ -136,7 +137,11 @@ class FarmMetrics:
 
     def grpc_request(self, method: str, code: str) -> None:
         """A gRPC call ended; ``method`` is the short name (``Submit``), ``code`` the status name (``OK``)."""
-        self.grpc_requests.labels(method, code).inc()
+        # The labelled child is looked up once per (method, code): ``labels`` costs more than ``inc``.
+        child = self._grpc_children.get((method, code))
+        if child is None:
+            child = self._grpc_children[(method, code)] = self.grpc_requests.labels(method, code)
+        child.inc()
 
     def http_request(self, route: str, code: int | str) -> None:
         """An HTTP request ended; ``route`` must be the route template (``/v1/videos/{uuid}``), never the raw path."""

@@ -86,7 +86,8 @@ _GET_TASK = (
 )
 
 
-#: Task records kept in memory for ``get_task`` (least recently used dropped first).
+#: Task records kept in memory for ``get_task``; past it, the one cached longest ago is dropped
+#: (hits do not reorder: that would need the writer lock on every read).
 CACHED_TASKS = 20_000
 #: How often the background thread checkpoints the WAL into the database file.
 CHECKPOINT_INTERVAL_S = 1.0

@@ -76,17 +76,40 @@ def _whole_numbers_to_int(value: Any) -> Any:
     return value
 
 
+#: Well-known types whose JSON form is not "the message's fields by json_name".
+_JSON_VALUE_TYPES = ("google.protobuf.Value", "google.protobuf.Struct", "google.protobuf.ListValue")
+
+
+def _message_json(message) -> dict:
+    """The fields that are set, by ``json_name``: what ``MessageToDict`` writes for the farm's
+    messages, at a fraction of its cost on the Submit path (``ListFields`` is implemented in C).
+
+    Differences from ``MessageToDict``, all undone by ``task_message_to_dict`` anyway: 64-bit
+    integers stay numbers and non-finite doubles stay floats (the validator refuses them either way).
+    """
+    out = {}
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            out[field.json_name] = list(value) if field.is_repeated else value
+        elif field.message_type.full_name in _JSON_VALUE_TYPES:
+            from google.protobuf import json_format
+
+            out[field.json_name] = ([json_format.MessageToDict(v) for v in value] if field.is_repeated
+                                    else json_format.MessageToDict(value))
+        else:
+            out[field.json_name] = [_message_json(v) for v in value] if field.is_repeated else _message_json(value)
+    return out
+
+
 def task_message_to_dict(message) -> dict:
     """A ``farm.v1.VideoInferenceTask`` as the seed's JSON, ready for ``parse_task``.
 
-    ``MessageToDict`` writes the seed's names (the ``json_name``s) and leaves absent optional
-    fields out; two protobuf JSON conventions are undone so that the same task sent over gRPC and
-    over JSON gives the same dict (and so the same stored body): 64-bit integers come back as
-    numbers, not strings, and whole-number doubles (``duration: 5``, ``frame: 10``) as integers.
+    Like ``MessageToDict``, the seed's names (the ``json_name``s) with absent optional fields left
+    out; two protobuf JSON conventions are undone so that the same task sent over gRPC and over
+    JSON gives the same dict (and so the same stored body): 64-bit integers are numbers, not
+    strings, and whole-number doubles (``duration: 5``, ``frame: 10``) are integers.
     """
-    from google.protobuf import json_format
-
-    raw = json_format.MessageToDict(message, preserving_proto_field_name=False)
+    raw = _message_json(message)
     if "seed" in raw:
         raw["seed"] = int(raw["seed"])
     if isinstance(raw.get("duration"), float) and raw["duration"].is_integer():

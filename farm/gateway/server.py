@@ -260,10 +260,10 @@ class Gateway:
             self._delivery_threads = [t for t in self._delivery_threads if t.is_alive()] + [thread]
         thread.start()
 
-    def _redeliver_pending(self) -> int:
+    def _redeliver(self, pending: list) -> int:
         """Start again every upload/webhook a previous run left ``pending`` (cut off by a stop or
-        a crash); the webhook's idempotency key is the same as the first time."""
-        pending = self.manager.pending_deliveries() if self.manager is not None else []
+        a crash); the webhook's idempotency key is the same as the first time. ``pending`` is read
+        before the manager starts, so a result the resumed runner delivers is not sent twice."""
         for record, task in pending:
             log.info("redelivering %s result %d (upload %s, webhook %s)", record.task_uuid, record.index,
                      record.upload_status, record.webhook_status)
@@ -318,6 +318,8 @@ class Gateway:
         """Build the farm (unless given), start gRPC then HTTP; the bound ports are set after."""
         if self.service is None:
             await asyncio.to_thread(self._build_farm)
+        # Deliveries a previous run left pending, read before the runner can add its own.
+        pending = self.manager.pending_deliveries() if self.manager is not None else []
         if self.manager is not None:
             self.manager.start()
         keys = ApiKeys(self.config.api_keys)
@@ -361,7 +363,7 @@ class Gateway:
         self._servicer.public_base_url = public
         self._rest.public_base_url = public
         # Deliveries a previous run left pending; only now can their videoURLs be completed.
-        self._redeliver_pending()
+        self._redeliver(pending)
         if self.artifacts is not None and callable(getattr(self.artifacts, "expire", None)):
             self._sweeper = asyncio.create_task(self._sweep_artifacts(), name="artifact-sweeper")
         log.info("gateway up: gRPC %s:%d, HTTP %s:%d", self.config.host, self.grpc_port,

@@ -82,3 +82,15 @@ def test_absent_differs_from_zero():
     message = json_format.ParseDict({"outputQuality": 0, "includeCost": False}, farm_pb2.VideoInferenceTask())
     assert message.HasField("output_quality") and not message.HasField("ttl")
     assert task_message_to_dict(message) == {"outputQuality": 0, "includeCost": False}
+
+
+def test_inputs_mask_survives_the_grpc_to_json_conversion(make_task):
+    task = make_task(inputs={"referenceVideos": [{"type": "reference", "tag": "@clip",
+                                                  "video": "https://example.com/clip.mp4"}],
+                             "mask": "https://example.com/mask.png"},
+                     positivePrompt="Make @clip a lighthouse at night", settings={"audio": False})
+    message = json_format.ParseDict(task, farm_pb2.VideoInferenceTask())
+    assert message.inputs.mask == "https://example.com/mask.png"
+    back = task_message_to_dict(message)
+    assert back["inputs"]["mask"] == "https://example.com/mask.png"
+    assert parse_task(back).inputs.mask == "https://example.com/mask.png"
