@@ -13,7 +13,9 @@ import torch
 
 from models.base import AudioBackend, AudioRequest, VideoBackend
 from models.stable_audio import StableAudioBackend
-from models.tiny import TINY_AUDIO_SAMPLE_RATE, save_tiny_stable_audio, save_tiny_wan
+from models.tiny import (
+    TINY_AUDIO_SAMPLE_RATE, save_tiny_stable_audio, save_tiny_wan, tiny_vace_pipeline, tiny_wan_pipeline,
+)
 from models.wan import WanVideoBackend
 
 from .conftest import FRAMES, HEIGHT, STEPS, WIDTH, make_latents, make_request
@@ -142,12 +144,19 @@ def test_audio_is_deterministic_from_the_seed(audio_backend):
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny-weights")
-    return {"wan": save_tiny_wan(root / "wan"), "audio": save_tiny_stable_audio(root / "audio")}
+    vace = root / "vace"
+    tiny_vace_pipeline().save_pretrained(vace)
+    return {"wan": save_tiny_wan(root / "wan"), "vace": vace, "audio": save_tiny_stable_audio(root / "audio")}
 
 
-def test_wan_save_load_round_trip(saved, video_backend, monkeypatch):
+@pytest.mark.parametrize("pipeline,key,build", [("WanPipeline", "wan", tiny_wan_pipeline),
+                                                ("WanVACEPipeline", "vace", tiny_vace_pipeline)])
+def test_wan_save_load_round_trip(saved, monkeypatch, pipeline, key, build):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    loaded = WanVideoBackend.from_pretrained(str(saved["wan"]), torch_dtype=torch.float32, device="cpu")
+    video_backend = WanVideoBackend(build())
+    loaded = WanVideoBackend.from_pretrained(str(saved[key]), torch_dtype=torch.float32, device="cpu",
+                                             pipeline=pipeline)
+    assert type(loaded.pipeline).__name__ == pipeline
     assert loaded.max_sequence_length == video_backend.max_sequence_length
     assert loaded.latent_frame_shape(HEIGHT, WIDTH) == video_backend.latent_frame_shape(HEIGHT, WIDTH)
     embeds = video_backend.encode_prompt("a lighthouse at dusk")
@@ -166,3 +175,42 @@ def test_stable_audio_save_load_round_trip(saved, audio_backend, monkeypatch):
     assert loaded.sample_rate == audio_backend.sample_rate
     request = AudioRequest(prompt="a hammer hits wood", duration_s=3.0, seed=3, num_inference_steps=STEPS)
     assert np.array_equal(audio_backend.render(request), loaded.render(request))
+
+
+# -- conditioning (VACE) ----------------------------------------------------------------------------
+
+def test_vace_conditioning_steers_the_chunk_deterministically(video_backend, embeds):
+    from models.base import ChunkConditioning
+
+    assert video_backend.supports_conditioning
+    latents = make_latents(video_backend, 21)
+    plain = video_backend.render_chunk(make_request(embeds, latents))
+    key = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    key[:, : WIDTH // 2] = 255
+    keyed = ChunkConditioning(frames={0: key, FRAMES - 1: key})
+    with_keys = video_backend.render_chunk(make_request(embeds, latents, conditioning=keyed))
+    assert with_keys.shape == plain.shape and not np.array_equal(with_keys, plain)
+    assert np.array_equal(with_keys, video_backend.render_chunk(make_request(embeds, latents, conditioning=keyed)))
+    # reference images take extra latent slots internally; the chunk keeps its frame count
+    referenced = ChunkConditioning(reference_images=(key[:32, :32], key[:20, :40]))
+    frames = video_backend.render_chunk(make_request(embeds, latents, conditioning=referenced))
+    assert frames.shape == plain.shape and not np.array_equal(frames, plain)
+    # an empty conditioning is text-to-video
+    assert np.array_equal(plain, video_backend.render_chunk(make_request(embeds, latents,
+                                                                         conditioning=ChunkConditioning())))
+
+
+def test_conditioning_outside_the_chunk_or_on_a_text_only_pipeline_is_refused(video_backend, embeds):
+    from models.base import ChunkConditioning
+
+    latents = make_latents(video_backend, 22)
+    frame = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    with pytest.raises(ValueError, match="outside the chunk"):
+        video_backend.render_chunk(make_request(embeds, latents, conditioning=ChunkConditioning(frames={FRAMES: frame})))
+    with pytest.raises(ValueError, match="shape"):
+        video_backend.render_chunk(make_request(embeds, latents,
+                                                conditioning=ChunkConditioning(frames={0: frame[:8]})))
+    plain = WanVideoBackend(tiny_wan_pipeline())
+    assert not plain.supports_conditioning
+    with pytest.raises(ValueError, match="WanVACEPipeline"):
+        plain.render_chunk(make_request(plain.encode_prompt("x"), latents, conditioning=ChunkConditioning(frames={0: frame})))
