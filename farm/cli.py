@@ -231,7 +231,9 @@ def _render(args: argparse.Namespace) -> int:
                 audio = " + 1 audio" if pools[task.model].audio_worker is not None else ""
                 print(f"starting {args.workers} video{audio} worker(s) for {profile.model_id} "
                       f"(Ray up in {time.perf_counter() - started:.1f}s)", file=sys.stderr)
-            plan = plan_task(task, profile)
+            # An extended video's tail leads the grid (farm.conditioning): count its chunks too.
+            extends = any(v.type == "extend" for v in task.inputs.reference_videos)
+            plan = plan_task(task, profile, lead_frames=max(1, profile.overlap_frames) if extends else 0)
             progress = _Progress(task, len(plan.chunks), enabled=not args.no_progress)
             try:
                 results = render_task(task, pools[task.model], args.out, base_seed=args.seed, on_event=progress)
