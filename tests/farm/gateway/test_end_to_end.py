@@ -292,3 +292,62 @@ def test_cli_submit_wait_against_the_real_farm(farm_gateway, make_task, tmp_path
     lines = [line for line in captured.out.splitlines() if line.startswith(raw["taskUUID"])]
     assert len(lines) == 2 and all("success" in line and "/v1/videos/" in line for line in lines), captured.out
     assert "chunk" in captured.err  # the progress bar
+
+
+def _wait_done(stub, task_uuid: str, seconds: float = 300):
+    deadline = time.time() + seconds
+    while True:
+        answer = stub.GetResponse(farm_pb2.GetResponseRequest(task_uuid=task_uuid), timeout=30)
+        if (answer.data and all(r.status != "processing" for r in answer.data)) or answer.errors \
+                or time.time() > deadline:
+            return answer
+        time.sleep(0.3)
+
+
+def test_conditioned_tasks_through_the_gateway_uploaded_asset_url_and_extending_a_result(
+        farm_gateway, make_task, tmp_path):
+    """An uploaded portrait image as the first frame, a reference image by loopback URL and the
+    prompt extended; then that result (by its videoUUID) extended by a second task."""
+    import io
+
+    from PIL import Image
+
+    def png(color, size) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", size, color).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    from tests.farm.test_media import serving, static
+
+    with serving({"/ref.png": static(png("teal", (64, 64)), "image/png")}) as base, \
+            grpc.insecure_channel(farm_gateway.grpc_target) as channel:
+        stub = farm_pb2_grpc.VideoInferenceStub(channel)
+        asset = stub.UploadAsset(iter([farm_pb2.AssetChunk(data=png("red", (1080, 1920)), content_type="image/png")]),
+                                 timeout=30)
+        first = make_task(resolution="1080p", duration=3, positivePrompt="@hero walks into the light",
+                          settings={"audio": False, "promptExtend": True},
+                          inputs={"frameImages": [asset.asset_uuid],
+                                  "referenceImages": [{"type": "image", "tag": "@hero", "images": [f"{base}/ref.png"]}]})
+        stub.Submit(farm_pb2.SubmitRequest(tasks=[json_format.ParseDict(first, farm_pb2.VideoInferenceTask())]),
+                    timeout=30)
+        (result,) = _wait_done(stub, first["taskUUID"]).data
+        assert result.status == "success", result
+        assert result.extended_prompt.startswith("@hero walks into the light") and \
+            len(result.extended_prompt) > len(first["positivePrompt"])
+        with urllib.request.urlopen(result.video_url, timeout=60) as response:
+            (tmp_path / "first.mp4").write_bytes(response.read())
+        info = probe(tmp_path / "first.mp4")
+        assert (info.width, info.height, info.frames) == (1080, 1920, 96), "portrait, like the frame image"
+
+        second = make_task(resolution="480p", duration=3, positivePrompt="@clip keeps going",
+                           settings={"audio": False, "promptExtend": False},
+                           inputs={"referenceVideos": [{"type": "extend", "tag": "@clip", "video": result.video_uuid}]})
+        stub.Submit(farm_pb2.SubmitRequest(tasks=[json_format.ParseDict(second, farm_pb2.VideoInferenceTask())]),
+                    timeout=30)
+        (extended,) = _wait_done(stub, second["taskUUID"]).data
+        assert extended.status == "success", extended
+        assert not extended.extended_prompt
+        with urllib.request.urlopen(extended.video_url, timeout=60) as response:
+            (tmp_path / "second.mp4").write_bytes(response.read())
+    info = probe(tmp_path / "second.mp4")
+    assert (info.width, info.height, info.frames, info.fps) == (480, 848, 96, 32)
