@@ -142,7 +142,8 @@ def _load_tasks(source: str) -> list[VideoInferenceTask]:
 
 
 class _Progress:
-    """Two tqdm bars: chunks rendered and frames encoded, over every result of a task."""
+    """Two tqdm bars: chunks rendered (with the denoising steps of the chunks in flight as a
+    percentage) and frames encoded, over every result of a task."""
 
     def __init__(self, task: VideoInferenceTask, chunks_per_result: int, enabled: bool):
         from tqdm import tqdm
@@ -154,11 +155,18 @@ class _Progress:
         self._chunks = tqdm(total=chunks_per_result * n, desc="render chunks", unit="chunk", position=0)
         self._frames = tqdm(total=task.num_frames * n, desc="encode frames", unit="frame", position=1)
         self._encoded = [0] * n
+        #: Denoising steps done per result (the chunk bar's fraction within chunks in flight).
+        self._steps: dict[int, tuple[int, int]] = {}
 
     def __call__(self, event) -> None:
         if not self._enabled:
             return
-        if event.stage == "chunk":
+        if event.stage == "denoise":
+            self._steps[event.result_index] = (event.done, event.total)
+            done = sum(d for d, _ in self._steps.values())
+            total = sum(t for _, t in self._steps.values())
+            self._chunks.set_postfix_str(f"denoising {100 * done / max(total, 1):.0f}%", refresh=True)
+        elif event.stage == "chunk":
             self._chunks.update(1)
         elif event.stage == "encode":
             self._frames.update(event.done - self._encoded[event.result_index])

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Literal, Protocol
 
 ResultStatus = Literal["queued", "running", "success", "error", "cancelled"]
-EventKind = Literal["queued", "running", "chunks", "encoding", "result", "delivered", "error", "cancelled", "done"]
+EventKind = Literal["queued", "running", "chunks", "steps", "encoding", "result", "delivered", "error", "cancelled",
+                    "done"]
 
 
 @dataclass(frozen=True, kw_only=True)

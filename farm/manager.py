@@ -773,6 +773,7 @@ class _ProgressTracker:
         self._manager = manager
         self._task_uuid = task_uuid
         self._chunks: dict[int, tuple[int, int]] = {}
+        self._steps: dict[int, tuple[int, int]] = {}
         self._frames: dict[int, int] = {}
         self._num_frames = task.num_frames
         self._records = {r.index: r for r in results}
@@ -788,6 +789,13 @@ class _ProgressTracker:
             self._manager._publish(ProgressEvent(
                 task_uuid=self._task_uuid, kind="chunks", result_index=index,
                 chunks_done=event.done, chunks_total=event.total))
+        elif event.stage == "denoise":
+            # Inside the chunks in flight: a chunk of a real model takes minutes, and all chunks of
+            # a result often run at once, so chunk counts alone would sit at 0 until the end.
+            self._steps[index] = (event.done, event.total)
+            self._manager._publish(ProgressEvent(
+                task_uuid=self._task_uuid, kind="steps", result_index=index,
+                extra={"stepsDone": event.done, "stepsTotal": event.total}))
         elif event.stage == "encode":
             self._frames[index] = event.done
             if index not in self._encoding_announced or event.done == event.total:
@@ -800,9 +808,11 @@ class _ProgressTracker:
         self._write(index, force=event.stage == "encode" and event.done == event.total)
 
     def _write(self, index: int, force: bool) -> None:
-        # Half the weight on chunks rendered, half on frames encoded.
+        # Half the weight on rendering (denoising steps, or whole chunks), half on frames encoded.
         done, total = self._chunks.get(index, (0, 1))
-        progress = 0.5 * done / max(total, 1) + 0.5 * self._frames.get(index, 0) / max(self._num_frames, 1)
+        steps_done, steps_total = self._steps.get(index, (0, 1))
+        rendered = max(done / max(total, 1), steps_done / max(steps_total, 1))
+        progress = 0.5 * rendered + 0.5 * self._frames.get(index, 0) / max(self._num_frames, 1)
         now = time.monotonic()
         if force or now - self._written[index] >= _PROGRESS_WRITE_S:
             self._written[index] = now

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from farm.media import MediaResolver
 
-Stage = Literal["chunk", "audio", "encode", "result"]
+Stage = Literal["chunk", "denoise", "audio", "encode", "result"]
 
 _EXTENSIONS = {"MP4": "mp4", "WEBM": "webm", "MOV": "mov"}
 
@@ -58,8 +58,10 @@ _EXTENSIONS = {"MP4": "mp4", "WEBM": "webm", "MOV": "mov"}
 class RenderEvent:
     """Progress of one result: ``done`` of ``total`` units of ``stage``.
 
-    Stages: ``chunk`` (chunks rendered), ``audio`` (0/1), ``encode`` (frames written to the
-    container), ``result`` (1/1 once the file is final).
+    Stages: ``chunk`` (chunks rendered), ``denoise`` (denoising steps done over all of the result's
+    chunks, finished ones included; about every ``_PROGRESS_POLL_S`` while chunks render),
+    ``audio`` (0/1), ``encode`` (frames written to the container), ``result`` (1/1 once the file
+    is final).
     """
 
     stage: Stage
@@ -121,7 +123,9 @@ FramesCallback = Callable[[int, int, torch.Tensor], None]
 CancelCheck = Callable[[], bool]
 
 #: How often the driver polls ``should_cancel`` while chunks render.
-_CANCEL_POLL_S = 0.05
+_CANCEL_POLL_S = 0.1
+#: How often the driver asks for the denoising steps of the chunks in flight.
+_PROGRESS_POLL_S = 0.5
 #: How long a cancelled render waits for its in-flight chunks to stop (they stop within one step).
 _CANCEL_DRAIN_S = 30.0
 
@@ -477,6 +481,49 @@ def _encode_prompt(pool: WorkerPool, prompt: str, extend_seed: int | None = None
     return ray.put(embeds), extended
 
 
+class _StepProgress:
+    """Denoising steps per result, from what the workers report to the ``CancelFlags`` actor."""
+
+    def __init__(self, flags, token: str, states: dict[int, _ResultState], steps_per_chunk: int):
+        self._flags, self._token, self._states = flags, token, states
+        self._steps = steps_per_chunk
+        self._pending: ray.ObjectRef | None = None
+        self._asked = 0.0
+        self._finished: set[tuple[int, int]] = set()
+        self._reported: dict[tuple[int, int], int] = {}
+        self._emitted: dict[int, int] = {}
+
+    def chunk_done(self, result_index: int, chunk_index: int) -> None:
+        self._finished.add((result_index, chunk_index))
+
+    def poll(self, emit: EventCallback) -> None:
+        """Ask (at most every ``_PROGRESS_POLL_S``) without blocking; emit ``denoise`` events on change."""
+        if self._pending is not None:
+            ready, _ = ray.wait([self._pending], timeout=0)
+            if not ready:
+                return
+            try:
+                self._reported = {key: step for key, (step, _) in ray.get(self._pending).items()}
+            except ray.exceptions.RayError:  # progress is best effort
+                pass
+            self._pending = None
+            self._emit(emit)
+        if time.monotonic() - self._asked >= _PROGRESS_POLL_S:
+            self._asked = time.monotonic()
+            self._pending = self._flags.progress.remote(self._token)
+
+    def _emit(self, emit: EventCallback) -> None:
+        for index, state in self._states.items():
+            if state.error is not None:
+                continue
+            total = len(state.plan.chunks) * self._steps
+            done = sum(self._steps if (index, c.index) in self._finished else
+                       min(self._steps, self._reported.get((index, c.index), 0)) for c in state.plan.chunks)
+            if done != self._emitted.get(index):
+                self._emitted[index] = done
+                emit(RenderEvent(stage="denoise", result_index=index, done=done, total=total))
+
+
 def _cancel(task: VideoInferenceTask, flags, token: str | None, in_flight) -> None:
     """Stop the in-flight chunks (and audio) of a cancelled render and wait until their workers are free."""
     if token is not None and in_flight:
@@ -491,11 +538,21 @@ def _cancel(task: VideoInferenceTask, flags, token: str | None, in_flight) -> No
 def _run(task: VideoInferenceTask, pool: WorkerPool, states: dict[int, _ResultState], emit: EventCallback,
          native_w: int, native_h: int, should_cancel: CancelCheck | None = None,
          conditioning: ClipConditioning | None = None, sequential: bool = False) -> None:
+    # A fresh token per render (a resumed or repeated render is never cancelled by an old flag);
+    # the workers also report their denoising steps under it.
+    token = f"{task.task_uuid}/{uuid.uuid4()}"
+    flags = cancel_flags()
+    try:
+        _dispatch(task, pool, states, emit, native_w, native_h, should_cancel, conditioning, sequential,
+                  token, flags)
+    finally:
+        flags.clear.remote(token)
+
+
+def _dispatch(task: VideoInferenceTask, pool: WorkerPool, states: dict[int, _ResultState], emit: EventCallback,
+              native_w: int, native_h: int, should_cancel: CancelCheck | None, conditioning: ClipConditioning | None,
+              sequential: bool, token: str, flags) -> None:
     profile = pool.profile
-    # A fresh token per render: a resumed or repeated render of the same task is never cancelled
-    # by an old flag.
-    token = f"{task.task_uuid}/{uuid.uuid4()}" if should_cancel is not None else None
-    flags = cancel_flags() if should_cancel is not None else None
     if should_cancel is not None and should_cancel():
         _cancel(task, flags, token, {})
     if any(s.finisher.error for s in states.values()):
@@ -552,6 +609,7 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: dict[int, _ResultSt
     )
     idle = list(pool.video_workers)
     in_flight: dict[ray.ObjectRef, tuple[object, ChunkWork]] = {}
+    steps = _StepProgress(flags, token, states, profile.num_inference_steps)
 
     while todo or in_flight or audio_pending:
         if should_cancel is not None and should_cancel():
@@ -565,8 +623,8 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: dict[int, _ResultSt
                 f"no video worker left for {len(todo)} chunk(s) of task {task.task_uuid} "
                 f"after {pool.replacements} replacement(s)"
             )
-        timeout = _CANCEL_POLL_S if should_cancel is not None else None
-        ready, _ = ray.wait([*in_flight, *audio_pending], num_returns=1, timeout=timeout)
+        steps.poll(emit)
+        ready, _ = ray.wait([*in_flight, *audio_pending], num_returns=1, timeout=_CANCEL_POLL_S)
         if not ready:
             continue
         ref = ready[0]
@@ -616,6 +674,7 @@ def _run(task: VideoInferenceTask, pool: WorkerPool, states: dict[int, _ResultSt
         state.model_seconds += chunk.seconds
         state.model_activity.append((chunk.started_at, chunk.started_at + chunk.seconds))
         state.finisher.add_chunk(chunk)
+        steps.chunk_done(chunk.result_index, chunk.chunk_index)
         if sequential and chunk.chunk_index + 1 < len(state.plan.chunks):
             done_plan, next_plan = state.plan.chunks[chunk.chunk_index], state.plan.chunks[chunk.chunk_index + 1]
             tail = {g: chunk.frames[g - done_plan.start] for g in range(next_plan.start, done_plan.end)}

@@ -52,18 +52,25 @@ class ChunkWork:
 CANCEL_POLL_S = 0.1
 
 
-def _cancel_check(token: str | None, flags) -> "Callable[[int, int], None] | None":
-    """A step callback raising ``TaskCancelledError`` once ``token``'s render is cancelled."""
+def _cancel_check(token: str | None, flags, unit: tuple[int, int] | None = None) -> "Callable[[int, int], None] | None":
+    """A step callback raising ``TaskCancelledError`` once ``token``'s render is cancelled.
+
+    With ``unit`` (result index, chunk index) the same call reports the chunk's denoising step, so
+    the driver can show progress inside chunks (``CancelFlags.progress``)."""
     if token is None or flags is None:
         return None
     last = [0.0]
 
     def on_step(step: int, total: int) -> None:
         now = time.monotonic()
-        if step and now - last[0] < CANCEL_POLL_S:
+        if step and step + 1 < total and now - last[0] < CANCEL_POLL_S:
             return
         last[0] = now
-        if ray.get(flags.is_cancelled.remote(token)):
+        if unit is None:
+            cancelled = ray.get(flags.is_cancelled.remote(token))
+        else:
+            cancelled = ray.get(flags.report.remote(token, unit[0], unit[1], step + 1, total))
+        if cancelled:
             raise TaskCancelledError(f"render {token} cancelled at step {step + 1}/{total}")
 
     return on_step
@@ -83,6 +90,8 @@ class CancelFlags:
 
     def __init__(self):
         self._tokens: set[str] = set()
+        #: token -> {(result index, chunk index): (steps done, steps total)}
+        self._steps: dict[str, dict[tuple[int, int], tuple[int, int]]] = {}
 
     def cancel(self, token: str) -> None:
         """Mark ``token``'s render as cancelled."""
@@ -91,6 +100,17 @@ class CancelFlags:
     def clear(self, token: str) -> None:
         """Forget ``token`` once no chunk of its render can still be running."""
         self._tokens.discard(token)
+        self._steps.pop(token, None)
+
+    def report(self, token: str, result_index: int, chunk_index: int, step: int, total: int) -> bool:
+        """A chunk of ``token``'s render finished denoising step ``step`` of ``total``; returns
+        whether the render was cancelled (one call per step does both)."""
+        self._steps.setdefault(token, {})[(result_index, chunk_index)] = (step, total)
+        return token in self._tokens
+
+    def progress(self, token: str) -> dict[tuple[int, int], tuple[int, int]]:
+        """The last step reported by each chunk of ``token``'s render."""
+        return dict(self._steps.get(token, {}))
 
     def is_cancelled(self, token: str) -> bool:
         """Whether ``token``'s render was cancelled."""
@@ -218,7 +238,8 @@ class VideoWorker:
             conditioning=work.conditioning,
         )
         with torch.inference_mode():
-            frames = self._backend.render_chunk(request, _cancel_check(work.cancel_token, work.cancel_flags))
+            frames = self._backend.render_chunk(
+                request, _cancel_check(work.cancel_token, work.cancel_flags, (work.result_index, work.chunk.index)))
         verdict = self._safety(frames, work.safety_mode) if work.safety_mode != "none" else None
         return ChunkOutput(
             result_index=work.result_index,

@@ -190,3 +190,48 @@ def test_a_failed_render_leaves_no_file_behind(ray_cluster, profile, make_task, 
     finally:
         pool.shutdown()
     assert list(tmp_path.iterdir()) == [], "neither the result nor a partial file may remain"
+
+
+class SlowSteps:
+    """The tiny default backend, 0.15 s slower per denoising step (so progress inside a chunk shows)."""
+
+    def __init__(self):
+        from models.profiles import tiny_video_backend
+
+        self._inner = tiny_video_backend()
+        self.temporal_stride = self._inner.temporal_stride
+        self.supports_conditioning = self._inner.supports_conditioning
+
+    def latent_frame_shape(self, height, width):
+        return self._inner.latent_frame_shape(height, width)
+
+    def encode_prompt(self, prompt, negative_prompt=None):
+        return self._inner.encode_prompt(prompt, negative_prompt)
+
+    def render_chunk(self, request, on_step=None):
+        import time as _time
+
+        def slow(step, total):
+            _time.sleep(0.15)
+            if on_step is not None:
+                on_step(step, total)
+
+        return self._inner.render_chunk(request, slow)
+
+
+def test_denoise_progress_shows_steps_inside_chunks(ray_cluster, profile, make_task, tmp_path):
+    slow = dataclasses.replace(profile, video_factory=SlowSteps, num_inference_steps=8)
+    pool = WorkerPool(slow, WorkerConfig(video_workers=2, audio_worker=False))
+    try:
+        events: list[RenderEvent] = []
+        task = parse_task(make_task(numberResults=2, settings={"audio": False, "promptExtend": False}))
+        render_task(task, pool, tmp_path, base_seed=4, on_event=events.append)
+    finally:
+        pool.shutdown()
+    for index in (0, 1):
+        denoise = [e for e in events if e.stage == "denoise" and e.result_index == index]
+        assert denoise, f"no step progress for result {index}"
+        assert all(e.total == 8 * 8 for e in denoise)  # 8 chunks x 8 steps
+        done = [e.done for e in denoise]
+        assert done == sorted(done), "step progress never goes back"
+        assert any(d % 8 for d in done), "progress is seen inside chunks, not only at their ends"

@@ -99,6 +99,9 @@ def test_submit_watch_poll_download_decode(farm_gateway, make_task, tmp_path):
         chunks = [(e.chunks_done, e.chunks_total) for e in events if e.kind == "chunks"]
         assert chunks and [d for d, _ in chunks] == sorted(d for d, _ in chunks)  # in order
         assert chunks[-1][0] == chunks[-1][1]
+        steps = [json_format.MessageToDict(e.extra) for e in events if e.kind == "steps"]
+        done = [int(x["stepsDone"]) for x in steps]
+        assert done == sorted(done) and all(0 < int(x["stepsTotal"]) for x in steps)
 
         deadline = time.time() + 60
         while True:
