@@ -31,6 +31,7 @@ from farm.urlguard import UrlGuard
 from farm.validation import parse_task
 from models.profiles import get_profile
 from tests.farm.test_media import data_uri, image_bytes, video_bytes, wav_bytes
+from tests.backends import WrappedTinyBackend
 from tests.media import decode_frames, probe
 
 # The recording backend below is shipped to Ray workers by value.
@@ -131,22 +132,12 @@ def test_output_size_follows_the_inputs_aspect_only_for_presets():
 
 # -- what reaches the backend (real Ray, recording backend) ---------------------------------------
 
-class RecordingBackend:
+class RecordingBackend(WrappedTinyBackend):
     """The tiny VACE backend, saving each chunk's conditioning and frames to ``directory``."""
 
     def __init__(self, directory: str):
-        from models.profiles import tiny_video_backend
-
-        self._inner = tiny_video_backend()
+        super().__init__()
         self._directory = Path(directory)
-        self.temporal_stride = self._inner.temporal_stride
-        self.supports_conditioning = self._inner.supports_conditioning
-
-    def latent_frame_shape(self, height, width):
-        return self._inner.latent_frame_shape(height, width)
-
-    def encode_prompt(self, prompt, negative_prompt=None):
-        return self._inner.encode_prompt(prompt, negative_prompt)
 
     def render_chunk(self, request, on_step=None):
         frames = self._inner.render_chunk(request, on_step)

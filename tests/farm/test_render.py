@@ -20,6 +20,7 @@ from farm.pool import WorkerConfig, WorkerPool
 from farm.render import RenderEvent, render_task
 from farm.validation import parse_task
 from models.profiles import get_profile
+from tests.backends import WrappedTinyBackend
 from tests.media import decode_frames, probe
 
 pytestmark = pytest.mark.slow
@@ -192,21 +193,8 @@ def test_a_failed_render_leaves_no_file_behind(ray_cluster, profile, make_task, 
     assert list(tmp_path.iterdir()) == [], "neither the result nor a partial file may remain"
 
 
-class SlowSteps:
+class SlowSteps(WrappedTinyBackend):
     """The tiny default backend, 0.15 s slower per denoising step (so progress inside a chunk shows)."""
-
-    def __init__(self):
-        from models.profiles import tiny_video_backend
-
-        self._inner = tiny_video_backend()
-        self.temporal_stride = self._inner.temporal_stride
-        self.supports_conditioning = self._inner.supports_conditioning
-
-    def latent_frame_shape(self, height, width):
-        return self._inner.latent_frame_shape(height, width)
-
-    def encode_prompt(self, prompt, negative_prompt=None):
-        return self._inner.encode_prompt(prompt, negative_prompt)
 
     def render_chunk(self, request, on_step=None):
         import time as _time
@@ -216,7 +204,7 @@ class SlowSteps:
             if on_step is not None:
                 on_step(step, total)
 
-        return self._inner.render_chunk(request, slow)
+        return super().render_chunk(request, slow)
 
 
 def test_denoise_progress_shows_steps_inside_chunks(ray_cluster, profile, make_task, tmp_path):
