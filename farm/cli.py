@@ -307,7 +307,7 @@ def _profile_rows(profile) -> list[tuple[str, str]]:
     """What ``farm models`` prints about one profile, as (label, value) pairs."""
     extra = profile.extra
     if extra.get("tiny"):
-        pipeline, weights = "WanPipeline", f"embedded tiny random weights (seed {extra.get('seed')})"
+        pipeline, weights = "WanVACEPipeline", f"embedded tiny random weights (seed {extra.get('seed')})"
         audio = "StableAudioPipeline, embedded tiny random weights"
     else:
         pipeline, weights = extra.get("pipeline", "WanPipeline"), extra.get("weights", "?")
@@ -336,10 +336,33 @@ def _profile_rows(profile) -> list[tuple[str, str]]:
         ("native", native),
         ("steps", f"{profile.num_inference_steps}, guidance {profile.guidance_scale:g}"),
         ("audio", audio),
+        ("inputs", "frame images, reference images/video, masks" if pipeline == "WanVACEPipeline"
+         else "none (text-to-video only)"),
+        ("chunks", extra.get("chunk_mode", "parallel")),
+        ("extender", _extender_row(profile)),
+        ("safety", _safety_row(profile)),
     ]
     if extra.get("source"):
         rows.append(("source", extra["source"]))
     return rows
+
+
+def _extender_row(profile) -> str:
+    summary = profile.extra.get("prompt_extender")
+    if profile.prompt_extender_factory is None:
+        return "none"
+    if isinstance(summary, dict) and summary.get("model"):
+        return f"{summary['model']} (chat model)"
+    return "template"
+
+
+def _safety_row(profile) -> str:
+    summary = profile.extra.get("safety_checker")
+    if profile.safety_factory is None:
+        return "none"
+    if isinstance(summary, dict) and summary.get("model"):
+        return f"{summary['model']} (CLIP), threshold {summary.get('threshold')}: {', '.join(summary.get('concepts', []))}"
+    return "embedded tiny CLIP (random weights: never flags)"
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -26,6 +26,8 @@ def test_farm_models_lists_the_embedded_default():
     assert done.stdout.splitlines()[0] == "skywork:skyreels@v4"
     assert "embedded tiny random weights" in done.stdout
     assert "17 frames, overlap 5" in done.stdout
+    assert "pipeline:    WanVACEPipeline" in done.stdout
+    assert "extender:    template" in done.stdout and "never flags" in done.stdout
 
 
 def test_farm_models_lists_the_shipped_profiles():
@@ -37,7 +39,9 @@ def test_farm_models_lists_the_shipped_profiles():
     for text in ("WanVACEPipeline", "Wan-AI/Wan2.1-VACE-1.3B-diffusers", "Wan-AI/Wan2.1-VACE-14B-diffusers",
                  "SkyReelsV2DiffusionForcingPipeline", "Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers",
                  "97 frames, overlap 17", "81 frames, overlap 17", "960x544", "1280x720",
-                 "StableAudioPipeline stabilityai/stable-audio-open-1.0"):
+                 "StableAudioPipeline stabilityai/stable-audio-open-1.0",
+                 "Qwen/Qwen2.5-1.5B-Instruct (chat model)", "openai/clip-vit-large-patch14 (CLIP), threshold 0.5",
+                 "inputs:      none (text-to-video only)"):
         assert text in done.stdout, text
 
 
