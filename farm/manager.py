@@ -503,7 +503,8 @@ class TaskManager:
             pool = self._pool_for(profile)
         except Exception as exc:  # noqa: BLE001 - reported on the task
             log.exception("could not start workers for %s", profile.model_id)
-            self._fail(task_uuid, error_info(exc).code, f"could not start workers for {profile.model_id}: {exc}")
+            self._fail(task_uuid, error_info(exc).code, f"could not start workers for {profile.model_id}: {exc}",
+                       task=task)
             return
         workers = len(pool.video_workers)
         if self._metrics:
@@ -547,11 +548,11 @@ class TaskManager:
             # a bad one fails the task like a submit-time violation, naming the field.
             first = exc.violations[0] if exc.violations else None
             message = "; ".join(str(v) for v in exc.violations) or str(exc)
-            self._fail(task_uuid, exc.code, message, parameter=first.field if first else None)
+            self._fail(task_uuid, exc.code, message, parameter=first.field if first else None, task=task)
             return
         except Exception as exc:  # noqa: BLE001 - reported on the task
             info = error_info(exc)
-            self._fail(task_uuid, info.code, str(exc))
+            self._fail(task_uuid, info.code, str(exc), task=task)
             return
         finally:
             if self._metrics:
@@ -713,17 +714,23 @@ class TaskManager:
                 if self._metrics:
                     self._metrics.result_finished("cancelled")
 
-    def _fail(self, task_uuid: str, code: str, message: str, *, parameter: str | None = None) -> None:
+    def _fail(self, task_uuid: str, code: str, message: str, *, parameter: str | None = None,
+              task: VideoInferenceTask | None = None) -> None:
         """Every unfinished result fails with ``code``; the task ends by ``_finish_task``'s rule
-        (still ``success`` if a result was delivered before the failure)."""
+        (still ``success`` if a result was delivered before the failure). With ``task`` (parsed)
+        each failed result also goes to the delivery hook, so a ``webhookURL`` hears of it."""
         record = self._store.get_task(task_uuid)
         for result in record.results if record else ():
             if result.status not in _FINISHED:
-                self._store.upsert_result(dataclasses.replace(
-                    result, status="error", error_code=code, error_message=message, error_parameter=parameter))
+                failed = dataclasses.replace(
+                    result, status="error", error_code=code, error_message=message, error_parameter=parameter,
+                    webhook_status="pending" if task is not None and task.webhook_url else result.webhook_status)
+                self._store.upsert_result(failed)
                 if self._metrics:
                     self._metrics.result_finished("error")
                     self._metrics.render_failed(code)
+                if task is not None:
+                    self._call_hook(task, failed)
         if record is not None and any(r.status == "success" for r in record.results):
             self._finish_task(task_uuid)
             return

@@ -354,3 +354,27 @@ def test_conditioned_tasks_through_the_gateway_uploaded_asset_url_and_extending_
             (tmp_path / "second.mp4").write_bytes(response.read())
     info = probe(tmp_path / "second.mp4")
     assert (info.width, info.height, info.frames, info.fps) == (480, 848, 96, 32)
+
+
+def test_a_task_failing_on_its_media_still_calls_its_webhook_with_the_error(farm_gateway, make_task):
+    import base64
+
+    receiver = Receiver()
+    corrupt = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64).decode()
+    raw = make_task(**SMALL, webhookURL=f"http://127.0.0.1:{receiver.port}/hook",
+                    inputs={"frameImages": [corrupt]})
+    raw.pop("resolution")
+    with grpc.insecure_channel(farm_gateway.grpc_target) as channel:
+        stub = farm_pb2_grpc.VideoInferenceStub(channel)
+        stub.Submit(farm_pb2.SubmitRequest(tasks=[json_format.ParseDict(raw, farm_pb2.VideoInferenceTask())]),
+                    timeout=30)
+        answer = _wait_done(stub, raw["taskUUID"], 60)
+    assert answer.data[0].status == "error"
+    assert answer.errors[0].parameter == "inputs.frameImages[0]"
+    deadline = time.time() + 30
+    while not receiver.calls and time.time() < deadline:
+        time.sleep(0.1)
+    ((headers, body),) = receiver.calls
+    assert headers.get("Idempotency-Key")
+    (error,) = body["errors"]
+    assert error["taskUUID"] == raw["taskUUID"] and error["parameter"] == "inputs.frameImages[0]"
