@@ -76,8 +76,10 @@ def _cancel_check(token: str | None, flags, unit: tuple[int, int] | None = None)
     return on_step
 
 
-#: Name of the ``CancelFlags`` actor in the Ray namespace of the driver.
+#: Name and Ray namespace of the ``CancelFlags`` actor (a named namespace: every driver of the
+#: cluster finds the same actor, and Ray does not warn about detached anonymous actors).
 CANCEL_FLAGS_ACTOR = "farm-cancel-flags"
+CANCEL_FLAGS_NAMESPACE = "farm"
 
 
 class CancelFlags:
@@ -124,7 +126,8 @@ def cancel_flags():
     otherwise collected when the last handle goes away).
     """
     return ray.remote(CancelFlags).options(
-        name=CANCEL_FLAGS_ACTOR, get_if_exists=True, lifetime="detached", num_cpus=0, max_concurrency=64
+        name=CANCEL_FLAGS_ACTOR, namespace=CANCEL_FLAGS_NAMESPACE, get_if_exists=True, lifetime="detached",
+        num_cpus=0, max_concurrency=64,
     ).remote()
 
 
@@ -133,7 +136,7 @@ def shutdown_cancel_flags() -> None:
     if not ray.is_initialized():
         return
     try:
-        ray.kill(ray.get_actor(CANCEL_FLAGS_ACTOR))
+        ray.kill(ray.get_actor(CANCEL_FLAGS_ACTOR, namespace=CANCEL_FLAGS_NAMESPACE))
     except ValueError:  # never started
         pass
 

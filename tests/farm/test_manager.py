@@ -427,7 +427,7 @@ def test_render_task_should_cancel_stops_workers_and_the_flag_actor_can_be_shut_
     from farm.errors import TaskCancelledError
     from farm.render import render_task
     from farm.validation import parse_task
-    from farm.workers import CANCEL_FLAGS_ACTOR, shutdown_cancel_flags
+    from farm.workers import CANCEL_FLAGS_ACTOR, CANCEL_FLAGS_NAMESPACE, shutdown_cancel_flags
 
     task = parse_task(make_task(settings={"audio": False}, duration=5))
     chunks = []
@@ -442,15 +442,16 @@ def test_render_task_should_cancel_stops_workers_and_the_flag_actor_can_be_shut_
     assert list(tmp_path.iterdir()) == []
     # every worker is free again: a short ping answers at once
     ray.get([w.ready.remote() for w in real_pool.video_workers], timeout=5)
+    assert not _actor_gone(CANCEL_FLAGS_ACTOR, CANCEL_FLAGS_NAMESPACE)
     shutdown_cancel_flags()
-    wait_for(lambda: _actor_gone(CANCEL_FLAGS_ACTOR), timeout=10)
+    wait_for(lambda: _actor_gone(CANCEL_FLAGS_ACTOR, CANCEL_FLAGS_NAMESPACE), timeout=10)
 
 
-def _actor_gone(name: str) -> bool:
+def _actor_gone(name: str, namespace: str) -> bool:
     import ray
 
     try:
-        ray.get_actor(name)
+        ray.get_actor(name, namespace=namespace)
     except ValueError:
         return True
     return False
