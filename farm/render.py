@@ -8,6 +8,13 @@ streams them into the encoder, while the audio worker renders the result's audio
 If a video worker dies mid-chunk (``RayActorError``), the chunk goes back to the front of the queue
 and the pool starts a replacement; the chunk's noise comes from the result seed, so the frames are
 the same whichever worker renders it.
+
+Before dispatching, the task's media inputs are resolved (``farm.media``) and placed on the render
+grid (``farm.conditioning``); each ``ChunkWork`` carries its chunk's share. The prompt is extended
+once on a video worker when the task and profile ask for it; with ``safety.checkContent`` each
+worker checks its chunk's frames and a flagged result is dropped on its own (``SafetyError``).
+Workers report their denoising steps through the ``CancelFlags`` actor, which is also how a
+cancel reaches them.
 """
 
 from __future__ import annotations
@@ -265,7 +272,10 @@ def render_task(
     """Render every result of ``task`` on ``pool`` into ``out_dir``; returns them in order.
 
     Files appear at ``out_dir/<taskUUID>-<i>.<ext>`` only once complete. On failure every
-    partial file is removed and ``RenderError`` (or ``WorkerLostError``) is raised.
+    partial file is removed and ``RenderError`` (or ``WorkerLostError``) is raised; bad media
+    inputs, or inputs the profile cannot take, raise ``TaskValidationError`` naming the field before
+    any work starts. A result refused by the safety checker comes back with ``error`` set and no
+    file, while the others are rendered.
 
     ``should_cancel`` is polled while the render runs; once it returns True the driver stops
     dispatching, the workers stop their chunks at the next denoising step (see
