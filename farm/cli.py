@@ -437,17 +437,24 @@ def _print_results(response) -> int:
 
 
 def _watch(stub, metadata, task_uuid: str, show: bool) -> None:
-    """Follow Watch until the task ends, with one tqdm bar over chunks (and frames encoded)."""
+    """Follow Watch until the task ends, with one tqdm bar over chunks (the denoising steps of
+    the chunks in flight as a percentage, then the stage)."""
     from tqdm import tqdm
 
     bar = tqdm(total=0, desc=task_uuid[:8], unit="chunk", disable=not show)
     from farm.v1 import farm_pb2
 
     chunks: dict[int, tuple[int, int]] = {}
+    steps: dict[int, tuple[float, float]] = {}
     try:
         for event in stub.Watch(farm_pb2.WatchRequest(task_uuid=task_uuid), metadata=metadata):
             if event.kind == "queued" and event.HasField("queue_position"):
                 bar.set_postfix_str(f"queued #{event.queue_position}")
+            elif event.kind == "steps":
+                extra = dict(event.extra.items())
+                steps[event.result_index] = (extra.get("stepsDone", 0.0), extra.get("stepsTotal", 0.0))
+                done, total = sum(d for d, _ in steps.values()), sum(t for _, t in steps.values())
+                bar.set_postfix_str(f"denoising {100 * done / max(total, 1):.0f}%", refresh=True)
             elif event.kind in ("chunks", "running") and event.chunks_total:
                 chunks[event.result_index] = (event.chunks_done, event.chunks_total)
                 done, total = sum(d for d, _ in chunks.values()), sum(t for _, t in chunks.values())
