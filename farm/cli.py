@@ -203,6 +203,7 @@ def _render(args: argparse.Namespace) -> int:
 
     from farm.cluster import connect_ray
     from farm.pool import WorkerConfig, WorkerPool
+    from farm.conditioning import extend_lead_frames
     from farm.render import plan_task, render_task
     from models.profiles import get_profile
 
@@ -241,7 +242,7 @@ def _render(args: argparse.Namespace) -> int:
                       f"(Ray up in {time.perf_counter() - started:.1f}s)", file=sys.stderr)
             # An extended video's tail leads the grid (farm.conditioning): count its chunks too.
             extends = any(v.type == "extend" for v in task.inputs.reference_videos)
-            plan = plan_task(task, profile, lead_frames=max(1, profile.overlap_frames) if extends else 0)
+            plan = plan_task(task, profile, lead_frames=extend_lead_frames(profile) if extends else 0)
             progress = _Progress(task, len(plan.chunks), enabled=not args.no_progress)
             try:
                 results = render_task(task, pools[task.model], args.out, base_seed=args.seed, on_event=progress)

@@ -38,11 +38,11 @@ import numpy as np
 from PIL import Image
 
 from farm.constants import OUTPUT_FPS
-from farm.media import ResolvedInputs, VideoClip
+from farm.media import ResolvedInputs, VideoClip, mask_plane
 from farm.planner import ChunkPlan
 from models.base import ChunkConditioning
 
-__all__ = ["ClipConditioning", "build_conditioning", "output_size", "cover", "contain"]
+__all__ = ["ClipConditioning", "build_conditioning", "extend_lead_frames", "output_size", "cover", "contain"]
 
 #: Output sizes are rounded to multiples of this (even sizes for every codec; 1080 stays 1080).
 SIZE_MULTIPLE = 8
@@ -133,13 +133,18 @@ def _source_index(frame: int, clip: VideoClip) -> int | None:
     return index if index < clip.num_frames else None
 
 
+def extend_lead_frames(profile) -> int:
+    """How many of an ``extend`` video's last frames lead the render grid: the profile's chunk
+    overlap (at least 1), so the first chunk continues the input like any chunk its predecessor."""
+    return max(1, profile.overlap_frames)
+
+
 def build_conditioning(inputs: ResolvedInputs | None, *, num_frames: int, native_width: int, native_height: int,
                        extend_frames: int) -> ClipConditioning:
     """The render-grid conditioning of a clip of ``num_frames`` delivered frames.
 
-    ``extend_frames`` is how many of an ``extend`` video's last frames lead the render grid (the
-    profile's overlap: the first chunk then continues the input exactly like any chunk continues
-    its predecessor).
+    ``extend_frames`` is how many of an ``extend`` video's last frames lead the render grid
+    (``extend_lead_frames``); a shorter input leads with all its frames.
     """
     if inputs is None or inputs.empty:
         return ClipConditioning()
@@ -150,8 +155,7 @@ def build_conditioning(inputs: ResolvedInputs | None, *, num_frames: int, native
     carried = None
     video = inputs.reference_video
     if video is not None and video.type == "extend":
-        lead = max(1, extend_frames)
-        tail = video.clip.last_frames(lead, size)
+        tail = video.clip.last_frames(extend_frames, size)
         lead = len(tail)
         for g, frame in enumerate(tail):
             frames[g] = np.ascontiguousarray(frame)
@@ -189,8 +193,6 @@ def _mask_lookup(mask: np.ndarray | VideoClip | None, size: tuple[int, int]):
     if isinstance(mask, np.ndarray):
         plane = np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
         return lambda frame: plane
-    from farm.media import mask_plane
-
     planes = [mask_plane(frame) for frame in mask.frames(size)]
     full = np.full((height, width), 255, dtype=np.uint8)
 

@@ -34,10 +34,9 @@ from typing import TYPE_CHECKING, Callable, Literal, Sequence
 import ray
 from ray.exceptions import RayActorError
 
-import numpy as np
 import torch
 
-from farm.conditioning import ClipConditioning, build_conditioning, output_size
+from farm.conditioning import ClipConditioning, build_conditioning, extend_lead_frames, output_size
 from farm.constants import OUTPUT_FPS
 from farm.encode import ResultEncoder
 from farm.errors import (
@@ -297,7 +296,7 @@ def render_task(
         task = dataclasses.replace(task, width=width, height=height)
     native_w, native_h = profile.native_size(task.width, task.height)
     conditioning = build_conditioning(inputs, num_frames=task.num_frames, native_width=native_w,
-                                      native_height=native_h, extend_frames=profile.overlap_frames)
+                                      native_height=native_h, extend_frames=extend_lead_frames(profile))
     sequential = (task.settings.chunk_mode or profile.extra.get("chunk_mode", "parallel")) == "sequential"
     if not conditioning.empty or sequential:
         _require_conditioning(pool, task, sequential)
@@ -314,6 +313,7 @@ def render_task(
 
     carried = conditioning.carried_audio
     wants_audio = task.settings.audio and pool.audio_worker is not None and carried is None
+    has_audio = wants_audio or carried is not None
     if task.settings.audio and pool.audio_worker is None and carried is None:
         raise RenderError(f"profile {profile.model_id!r} has no audio backend but settings.audio is true")
 
@@ -342,15 +342,17 @@ def render_task(
             width=task.width,
             height=task.height,
             fps=OUTPUT_FPS,
-            audio=wants_audio or carried is not None,
+            audio=has_audio,
+            # A carried track keeps its channels; the encoder downmixes or duplicates to stereo.
+            audio_channels=carried[0].shape[0] if carried is not None else 2,
             expected_frames=task.num_frames,
         )
         finisher = _Finisher(index=index, plan=plan, encoder=encoder, width=task.width, height=task.height,
                              emit=emit, on_frames=on_frames, on_done=done, lead_frames=conditioning.lead_frames)
         states[index] = _ResultState(index=index, seed=seed, plan=plan, finisher=finisher, wants_audio=wants_audio,
-                                     has_audio=wants_audio or carried is not None)
+                                     has_audio=has_audio)
         if carried is not None:
-            finisher.add_audio(AudioOutput(result_index=index, samples=_stereo(carried[0]), sample_rate=carried[1],
+            finisher.add_audio(AudioOutput(result_index=index, samples=carried[0], sample_rate=carried[1],
                                            seconds=0.0, started_at=time.time()))
     for state in states.values():
         state.finisher.start()
@@ -450,16 +452,6 @@ def _require_conditioning(pool: WorkerPool, task: VideoInferenceTask, sequential
         field=field, message=f"model {task.model} renders text-to-video only and cannot take {what}; "
                              "use a profile with a conditioning pipeline (WanVACEPipeline)")],
         task_uuid=task.task_uuid)
-
-
-def _stereo(samples: np.ndarray) -> np.ndarray:
-    """float32 ``[2, n]``: mono duplicated, more channels averaged (the encoder writes stereo)."""
-    samples = np.asarray(samples, dtype=np.float32)
-    if samples.ndim == 1:
-        samples = samples[None]
-    if samples.shape[0] == 2:
-        return samples
-    return np.repeat(samples.mean(axis=0, keepdims=True), 2, axis=0)
 
 
 def _on_any_worker(pool: WorkerPool, call: Callable, what: str):
