@@ -31,7 +31,7 @@ test: $(STAMP)
 
 # Regenerate farm/v1/*_pb2*.py from proto/farm/v1/*.proto (a test checks they are current).
 proto: $(STAMP)
-	$(VENV)/bin/python -m farm.proto_gen
+	$(VENV)/bin/python -m farm.gateway.proto_gen
 
 clean:
 	rm -rf $(VENV) $(OUT) *.egg-info

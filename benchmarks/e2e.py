@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -31,9 +30,23 @@ def cold_cli(task_path: Path, workers: int) -> tuple[float, str]:
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-m", "farm.cli", "render", str(task_path), "--out", out, "--workers", str(workers),
-             "--no-progress", "--seed", "0"],
-            capture_output=True, text=True, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "farm.cli",
+                "render",
+                str(task_path),
+                "--out",
+                out,
+                "--workers",
+                str(workers),
+                "--no-progress",
+                "--seed",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
         )
         wall = time.perf_counter() - started
     if done.returncode:
@@ -42,13 +55,13 @@ def cold_cli(task_path: Path, workers: int) -> tuple[float, str]:
 
 
 def warm(task_path: Path, workers: int) -> dict:
-    from farm.cluster import connect_ray
-    from farm.pool import WorkerConfig, WorkerPool
-    from farm.render import render_task
-    from farm.validation import parse_task
-    from models.profiles import get_profile
-
     import torch
+
+    from farm.domain.validation import parse_task
+    from farm.render.driver import render_task
+    from farm.workers.cluster import connect_ray
+    from farm.workers.pool import WorkerConfig, WorkerPool
+    from models.profiles import get_profile
 
     torch.set_num_threads(1)  # as `farm render` does (--driver-threads)
     spec = json.loads(task_path.read_text())
@@ -100,13 +113,19 @@ def main() -> None:
     print(f"  {cold_out.splitlines()[0]}")
     print(f"  of which Ray start ~{w['ray_start_s']:.1f} s, workers ready ~{w['workers_ready_s']:.1f} s")
     print(f"warm render on a running pool:                         {w['wall_s']:6.2f} s")
-    print(f"  model time     {w['model_s']:6.2f} s over {args.workers} workers "
-          f"({w['model_per_worker_s']:.2f} s each), audio {w['audio_s']:.2f} s")
+    print(
+        f"  model time     {w['model_s']:6.2f} s over {args.workers} workers "
+        f"({w['model_per_worker_s']:.2f} s each), audio {w['audio_s']:.2f} s"
+    )
     print(f"  stitch+encode  {w['encode_s']:6.2f} s (concurrent with the models)")
-    print(f"  overhead       {w['overhead_s']:6.2f} s = {100 * w['overhead_s'] / w['wall_s']:.1f}% of the warm wall "
-          f"time (neither a model nor the encoder working; target < 10%)")
-    print(f"  cold start cost: {cold_wall - w['wall_s']:.2f} s "
-          f"({100 * (cold_wall - w['wall_s']) / cold_wall:.0f}% of the cold CLI wall time)")
+    print(
+        f"  overhead       {w['overhead_s']:6.2f} s = {100 * w['overhead_s'] / w['wall_s']:.1f}% of the warm wall "
+        f"time (neither a model nor the encoder working; target < 10%)"
+    )
+    print(
+        f"  cold start cost: {cold_wall - w['wall_s']:.2f} s "
+        f"({100 * (cold_wall - w['wall_s']) / cold_wall:.0f}% of the cold CLI wall time)"
+    )
 
 
 if __name__ == "__main__":

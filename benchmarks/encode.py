@@ -6,12 +6,12 @@
 
 Both contenders get the same frames, generated up front (not timed): a moving RGB gradient pattern
 with some noise, so the codec has real work. ``ours`` feeds them to
-:class:`farm.encode.ResultEncoder` (in chunks of 17, like the stitcher); ``ffmpeg`` reads them
+:class:`farm.io.encode.ResultEncoder` (in chunks of 17, like the stitcher); ``ffmpeg`` reads them
 as raw RGB from stdin (``-f rawvideo -pix_fmt rgb24 -s WxH -r 32 -i -``). Fairness:
 
 * the same codec settings: the ffmpeg arguments come from ``EncoderSettings.ffmpeg_args()``,
   the single source of both (CRF, preset, pix_fmt, BT.709 conversion, tags, container flags);
-* the same threading: the encoder's thread count (``farm.encode.video_threads()``: 0 = the
+* the same threading: the encoder's thread count (``farm.io.encode.video_threads()``: 0 = the
   codec's automatic count on this machine) is passed to ffmpeg as ``-threads:v``, and the same
   thread type (libx264 frame threads, the CLI's default);
 * the same audio when audio is on: the same waveform, for ffmpeg as a WAV file written before the
@@ -51,8 +51,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from farm.constants import OUTPUT_FPS, OUTPUT_SAMPLE_RATE  # noqa: E402
-from farm.encode import ResultEncoder, quality_settings, video_threads  # noqa: E402
+from farm.domain.constants import OUTPUT_FPS, OUTPUT_SAMPLE_RATE
+from farm.io.encode import ResultEncoder, quality_settings, video_threads
 
 CHUNK = 17
 
@@ -103,12 +103,13 @@ def run_ours(path, frames, audio, fmt, quality) -> tuple[float, float]:
     n, h, w, _ = frames.shape
     c0 = _cpu_s()
     t0 = time.perf_counter()
-    with ResultEncoder(path, output_format=fmt, quality=quality, width=w, height=h,
-                       expected_frames=n, audio=audio is not None) as enc:
+    with ResultEncoder(
+        path, output_format=fmt, quality=quality, width=w, height=h, expected_frames=n, audio=audio is not None
+    ) as enc:
         if audio is not None:
             enc.set_audio(audio, OUTPUT_SAMPLE_RATE)
         for start in range(0, n, CHUNK):
-            enc.write_frames(frames[start:start + CHUNK])
+            enc.write_frames(frames[start : start + CHUNK])
     return time.perf_counter() - t0, _cpu_s() - c0
 
 
@@ -116,9 +117,23 @@ def run_ffmpeg(path, frames, wav, fmt, quality) -> tuple[float, float]:
     """Wall and CPU seconds (ffmpeg's plus ours writing the pipe) of the ffmpeg CLI."""
     n, h, w, _ = frames.shape
     settings = quality_settings(fmt, quality)
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(OUTPUT_FPS),
-           "-i", "-"]
+    cmd = [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        str(OUTPUT_FPS),
+        "-i",
+        "-",
+    ]
     if wav:
         cmd += ["-i", wav, "-map", "0:v", "-map", "1:a"]
     cmd += settings.ffmpeg_args(audio=bool(wav), threads=video_threads()) + [path]
@@ -143,16 +158,26 @@ def x264_version(path: str) -> str:
     with open(path, "rb") as f:
         data = f.read(1 << 20)
     i = data.find(b"x264 - core ")
-    return data[i + 7:data.find(b" - ", i + 12)].decode(errors="replace") if i >= 0 else ""
+    return data[i + 7 : data.find(b" - ", i + 12)].decode(errors="replace") if i >= 0 else ""
 
 
 def probe(path: str) -> str:
     """Frames, fps and stream durations as ffprobe reports them."""
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries",
-         "stream=codec_name,nb_frames,avg_frame_rate,duration:stream_tags=DURATION",
-         "-of", "compact=p=0:nk=0", path],
-        capture_output=True, text=True, check=False).stdout.strip()
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,nb_frames,avg_frame_rate,duration:stream_tags=DURATION",
+            "-of",
+            "compact=p=0:nk=0",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     return " | ".join(out.splitlines())
 
 
@@ -176,9 +201,15 @@ def memory_child(args) -> None:
         base = _proc_status_kib("VmRSS")
         t0 = time.perf_counter()
         name = "m" + quality_settings(args.format, args.quality).extension
-        enc = ResultEncoder(os.path.join(tmp, name),
-                            output_format=args.format, quality=args.quality, width=w, height=h,
-                            expected_frames=n, audio=True)
+        enc = ResultEncoder(
+            os.path.join(tmp, name),
+            output_format=args.format,
+            quality=args.quality,
+            width=w,
+            height=h,
+            expected_frames=n,
+            audio=True,
+        )
         for start in range(0, n, CHUNK):
             k = min(CHUNK, n - start)
             make_frames(buf[:k], start)
@@ -188,10 +219,19 @@ def memory_child(args) -> None:
         path = enc.close()
         elapsed = time.perf_counter() - t0
         peak = _proc_status_kib("VmHWM")  # peak since start, an upper bound of the growth
-        print(json.dumps({"frames": n, "peak_growth_mib": (peak - base) / 1024,
-                          "baseline_mib": base / 1024, "queued_video_mib": queued / 2**20,
-                          "spilled_video_mib": spilled / 2**20,
-                          "file_mib": os.path.getsize(path) / 2**20, "seconds": elapsed}))
+        print(
+            json.dumps(
+                {
+                    "frames": n,
+                    "peak_growth_mib": (peak - base) / 1024,
+                    "baseline_mib": base / 1024,
+                    "queued_video_mib": queued / 2**20,
+                    "spilled_video_mib": spilled / 2**20,
+                    "file_mib": os.path.getsize(path) / 2**20,
+                    "seconds": elapsed,
+                }
+            )
+        )
 
 
 def main() -> None:
@@ -203,8 +243,9 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=1080)
     ap.add_argument("--no-audio", action="store_true", help="video only in both contenders")
     ap.add_argument("--repeat", type=int, default=1, help="runs per contender (best is reported)")
-    ap.add_argument("--memory-seconds", type=float, default=15.0,
-                    help="clip length of the RSS measurement (0 skips it)")
+    ap.add_argument(
+        "--memory-seconds", type=float, default=15.0, help="clip length of the RSS measurement (0 skips it)"
+    )
     ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
@@ -215,18 +256,23 @@ def main() -> None:
 
     n = int(round(args.seconds * OUTPUT_FPS))
     settings = quality_settings(args.format, args.quality)
-    print(f"encode benchmark: {args.format} q={args.quality} {args.width}x{args.height} "
-          f"{n} frames ({args.seconds:g} s @ {OUTPUT_FPS} fps), "
-          f"audio={'off' if args.no_audio else 'on'}")
-    print(f"settings: {settings.video_codec} {dict(settings.video_options)} "
-          f"pix_fmt={settings.pix_fmt}; "
-          f"{settings.audio_codec} {settings.audio_bitrate or 'lossless'}")
+    print(
+        f"encode benchmark: {args.format} q={args.quality} {args.width}x{args.height} "
+        f"{n} frames ({args.seconds:g} s @ {OUTPUT_FPS} fps), "
+        f"audio={'off' if args.no_audio else 'on'}"
+    )
+    print(
+        f"settings: {settings.video_codec} {dict(settings.video_options)} "
+        f"pix_fmt={settings.pix_fmt}; "
+        f"{settings.audio_codec} {settings.audio_bitrate or 'lossless'}"
+    )
     from _common import machine  # benchmarks/_common.py (this script's directory is on sys.path)
 
     print(f"machine: {machine()}")
     ver = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout
     ver = ver.splitlines()[0]
     import av
+
     lavc = ".".join(map(str, av.library_versions["libavcodec"]))
     print(f"ffmpeg CLI: {ver}; PyAV {av.__version__} (libavcodec {lavc})")
     t0 = time.perf_counter()
@@ -253,29 +299,52 @@ def main() -> None:
         print(f"{'contender':<10} {'wall s':>8} {'fps':>8} {'cpu s':>8} {'size MiB':>9}  probe")
         for name, t, c, p in (("ours", ours, ours_cpu, ours_p), ("ffmpeg", ff, ff_cpu, ff_p)):
             x264 = x264_version(p) if settings.video_codec == "libx264" else ""
-            print(f"{name:<10} {t:8.2f} {n / t:8.1f} {c:8.2f} {os.path.getsize(p) / 2**20:9.2f}  "
-                  f"{probe(p)}" + (f"  [{x264}]" if x264 else ""))
-        print(f"load average (1 min) before/after: {load0:.2f} / {os.getloadavg()[0]:.2f} "
-              f"on {os.cpu_count()} cores (other processes skew the timings)")
-        print(f"ratio ffmpeg_time / ours = {ff / ours:.3f} wall (target >= 0.95), "
-              f"{ff_cpu / ours_cpu:.3f} cpu; best of {args.repeat}"
-              + (f"  [wall runs: ours {', '.join(f'{t:.2f}' for t, _ in ours_t)}; "
-                 f"ffmpeg {', '.join(f'{t:.2f}' for t, _ in ff_t)}]" if args.repeat > 1 else ""))
+            print(
+                f"{name:<10} {t:8.2f} {n / t:8.1f} {c:8.2f} {os.path.getsize(p) / 2**20:9.2f}  "
+                f"{probe(p)}" + (f"  [{x264}]" if x264 else "")
+            )
+        print(
+            f"load average (1 min) before/after: {load0:.2f} / {os.getloadavg()[0]:.2f} "
+            f"on {os.cpu_count()} cores (other processes skew the timings)"
+        )
+        print(
+            f"ratio ffmpeg_time / ours = {ff / ours:.3f} wall (target >= 0.95), "
+            f"{ff_cpu / ours_cpu:.3f} cpu; best of {args.repeat}"
+            + (
+                f"  [wall runs: ours {', '.join(f'{t:.2f}' for t, _ in ours_t)}; "
+                f"ffmpeg {', '.join(f'{t:.2f}' for t, _ in ff_t)}]"
+                if args.repeat > 1
+                else ""
+            )
+        )
     del frames
 
     if args.memory_seconds > 0:
-        cmd = [sys.executable, __file__, "--memory-child", "--format", args.format,
-               "--quality", str(args.quality), "--width", str(args.width),
-               "--height", str(args.height),
-               "--memory-seconds", str(args.memory_seconds)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--memory-child",
+            "--format",
+            args.format,
+            "--quality",
+            str(args.quality),
+            "--width",
+            str(args.width),
+            "--height",
+            str(args.height),
+            "--memory-seconds",
+            str(args.memory_seconds),
+        ]
         res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-        print(f"memory: {res['frames']} frames ({args.memory_seconds:g} s) "
-              f"fed in chunks of {CHUNK}, "
-              f"audio set after the last frame: peak RSS growth {res['peak_growth_mib']:.0f} MiB "
-              f"(baseline {res['baseline_mib']:.0f} MiB incl. the 17-frame buffer; "
-              f"video packets waiting for the audio: {res['queued_video_mib']:.1f} MiB in memory, "
-              f"{res['spilled_video_mib']:.1f} MiB spilled to disk; "
-              f"file {res['file_mib']:.1f} MiB; {res['seconds']:.1f} s)")
+        print(
+            f"memory: {res['frames']} frames ({args.memory_seconds:g} s) "
+            f"fed in chunks of {CHUNK}, "
+            f"audio set after the last frame: peak RSS growth {res['peak_growth_mib']:.0f} MiB "
+            f"(baseline {res['baseline_mib']:.0f} MiB incl. the 17-frame buffer; "
+            f"video packets waiting for the audio: {res['queued_video_mib']:.1f} MiB in memory, "
+            f"{res['spilled_video_mib']:.1f} MiB spilled to disk; "
+            f"file {res['file_mib']:.1f} MiB; {res['seconds']:.1f} s)"
+        )
 
 
 if __name__ == "__main__":

@@ -63,11 +63,19 @@ async def _serve_bare() -> None:
 
     from farm.v1 import farm_pb2, farm_pb2_grpc
 
-    ack = farm_pb2.SubmitResponse(data=[farm_pb2.TaskAck(task_type="videoInference",
-                                                         task_uuid="00000000-0000-4000-8000-000000000000")])
-    answer = farm_pb2.TaskResponse(data=[farm_pb2.VideoResult(
-        task_type="videoInference", task_uuid="00000000-0000-4000-8000-000000000000", status="processing",
-        state="queued")])
+    ack = farm_pb2.SubmitResponse(
+        data=[farm_pb2.TaskAck(task_type="videoInference", task_uuid="00000000-0000-4000-8000-000000000000")]
+    )
+    answer = farm_pb2.TaskResponse(
+        data=[
+            farm_pb2.VideoResult(
+                task_type="videoInference",
+                task_uuid="00000000-0000-4000-8000-000000000000",
+                status="processing",
+                state="queued",
+            )
+        ]
+    )
 
     class Constant(farm_pb2_grpc.VideoInferenceServicer):
         async def Submit(self, request, context):
@@ -136,8 +144,7 @@ async def _load(target: str, clients: int, warmup: float, seconds: float) -> dic
     await asyncio.gather(*(client(c) for c in channels))
     for channel in channels:
         await channel.close()
-    return {"submit": submit_lat, "get": get_lat, "window_s": last_end[0] - start, "errors": errors,
-            "ends": ends}
+    return {"submit": submit_lat, "get": get_lat, "window_s": last_end[0] - start, "errors": errors, "ends": ends}
 
 
 # ---------------------------------------------------------------------------------------- driver
@@ -193,9 +200,23 @@ def _stop(process: subprocess.Popen, timeout: float = 90) -> None:
 def _run_load(target: str, args) -> dict:
     """The load generator in its own process; returns its JSON answer."""
     done = subprocess.run(
-        [sys.executable, __file__, "load", "--target", target, "--clients", str(args.clients),
-         "--warmup", str(args.warmup), "--seconds", str(args.seconds)],
-        capture_output=True, text=True, cwd=ROOT, timeout=args.warmup + args.seconds + 120,
+        [
+            sys.executable,
+            __file__,
+            "load",
+            "--target",
+            target,
+            "--clients",
+            str(args.clients),
+            "--warmup",
+            str(args.warmup),
+            "--seconds",
+            str(args.seconds),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=args.warmup + args.seconds + 120,
     )
     if done.returncode:
         raise SystemExit(f"load generator failed:\n{done.stderr[-4000:]}")
@@ -225,8 +246,9 @@ def _summary(name: str, raw: dict) -> dict:
 
 
 def _bench_bare(args) -> dict:
-    process = subprocess.Popen([sys.executable, __file__, "bare"], stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, __file__, "bare"], stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True
+    )
     try:
         port = _wait_for_port(process, r"gRPC on [\d.]+:(\d+)", 60)
         return _summary("bare grpc.aio servicer (constant answers)", _run_load(f"127.0.0.1:{port}", args))
@@ -269,12 +291,28 @@ def _bench_gateway(args, mode: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="farm-bench-") as tmp:
         config = Path(tmp) / "farm.yaml"
         config.write_text("max_queue: 1000000\n")
-        command = [sys.executable, "-m", "farm.cli", "serve", "--grpc-port", "0", "--http-port", "0",
-                   "--host", "127.0.0.1", "--data-dir", str(Path(tmp) / "data"), "--config", str(config),
-                   "--workers", "1"]
+        command = [
+            sys.executable,
+            "-m",
+            "farm.cli",
+            "serve",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--data-dir",
+            str(Path(tmp) / "data"),
+            "--config",
+            str(config),
+            "--workers",
+            "1",
+        ]
         log = open(Path(tmp) / "serve.log", "w")
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT, start_new_session=True
+        )
         profiler = None
         paused = 0
         try:
@@ -287,12 +325,30 @@ def _bench_gateway(args, mode: str) -> dict:
             if args.profile:
                 out = Path(args.profile).with_suffix(f".{mode}.txt")
                 # Sampling starts with the measured window (after channel set-up and the warm-up).
-                spy = [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(process.pid), "--format",
-                       "raw", "-o", str(out), "-d", str(int(args.seconds)), "-r", "50", "--nonblocking"]
-                profiler = subprocess.Popen(["bash", "-c", f"sleep {args.warmup + 1:g}; exec \"$@\"", "spy", *spy],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            name = {"rendering": "farm serve (runner rendering in the background)",
-                    "paused": f"farm serve (render paused: {paused} worker(s) SIGSTOPped)"}[mode]
+                spy = [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "-p",
+                    str(process.pid),
+                    "--format",
+                    "raw",
+                    "-o",
+                    str(out),
+                    "-d",
+                    str(int(args.seconds)),
+                    "-r",
+                    "50",
+                    "--nonblocking",
+                ]
+                profiler = subprocess.Popen(
+                    ["bash", "-c", f'sleep {args.warmup + 1:g}; exec "$@"', "spy", *spy],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            name = {
+                "rendering": "farm serve (runner rendering in the background)",
+                "paused": f"farm serve (render paused: {paused} worker(s) SIGSTOPped)",
+            }[mode]
             summary = _summary(name, _run_load(f"127.0.0.1:{port}", args))
             if profiler is not None:
                 profiler.wait(60)
@@ -308,13 +364,17 @@ def _bench_gateway(args, mode: str) -> dict:
 
 def _print_table(rows: list[dict], args) -> None:
     print(f"machine: {machine()}; {args.clients} clients, {args.warmup:g} s warm-up, {args.seconds:g} s measured")
-    print(f"{'contender':58} {'RPC/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'Submit p50/p99':>15} "
-          f"{'Get p50/p99':>13} {'x bare':>7} {'first/last 3 s':>15}  errors")
+    print(
+        f"{'contender':58} {'RPC/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'Submit p50/p99':>15} "
+        f"{'Get p50/p99':>13} {'x bare':>7} {'first/last 3 s':>15}  errors"
+    )
     bare = rows[0]["rps"]
     for row in rows:
-        print(f"{row['name']:58} {row['rps']:8.0f} {row['p50_ms']:7.2f} {row['p99_ms']:7.2f} "
-              f"{row['submit_p50_ms']:7.2f}/{row['submit_p99_ms']:<7.2f} {row['get_p50_ms']:6.2f}/{row['get_p99_ms']:<6.2f} "
-              f"{row['rps'] / bare:7.2f} {row['rps_first_3s']:7.0f}/{row['rps_last_3s']:<7.0f}  {row['errors'] or ''}")
+        print(
+            f"{row['name']:58} {row['rps']:8.0f} {row['p50_ms']:7.2f} {row['p99_ms']:7.2f} "
+            f"{row['submit_p50_ms']:7.2f}/{row['submit_p99_ms']:<7.2f} {row['get_p50_ms']:6.2f}/{row['get_p99_ms']:<6.2f} "
+            f"{row['rps'] / bare:7.2f} {row['rps_first_3s']:7.0f}/{row['rps_last_3s']:<7.0f}  {row['errors'] or ''}"
+        )
     for row in rows[1:]:
         ok = row["rps"] >= 0.5 * bare and row["p99_ms"] < 25
         print(f"target (>= 0.5x bare, p99 < 25 ms) for {row['name']}: {'met' if ok else 'MISSED'}")
@@ -327,8 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--modes", default="rendering,paused", help="gateway modes: rendering, paused")
-    parser.add_argument("--profile", default=None,
-                        help="py-spy the gateway during each measurement; collapsed stacks to PREFIX.<mode>.txt")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="py-spy the gateway during each measurement; collapsed stacks to PREFIX.<mode>.txt",
+    )
     parser.add_argument("--target", default=None, help="(load) HOST:PORT")
     args = parser.parse_args(argv)
     if args.role == "bare":

@@ -24,15 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-import farm.render  # noqa: E402
-from benchmarks._common import machine, task  # noqa: E402
-from farm.cluster import connect_ray  # noqa: E402
-from farm.pool import WorkerConfig, WorkerPool  # noqa: E402
-from farm.render import render_task  # noqa: E402
-from farm.validation import parse_task  # noqa: E402
-from models.profiles import get_profile  # noqa: E402
+import farm.render.driver
+from benchmarks._common import machine, task
+from farm.domain.validation import parse_task
+from farm.render.driver import render_task
+from farm.workers.cluster import connect_ray
+from farm.workers.pool import WorkerConfig, WorkerPool
+from models.profiles import get_profile
 
 
 class CountingSink:
@@ -57,8 +57,8 @@ class CountingSink:
 
 def timed(pool: WorkerPool, spec: dict, out: Path, repeats: int, encode: bool) -> tuple[float, float, int]:
     """Best wall time over ``repeats`` renders, with the model seconds and chunk count of that run."""
-    real = farm.render.ResultEncoder
-    farm.render.ResultEncoder = real if encode else CountingSink
+    real = farm.render.driver.ResultEncoder
+    farm.render.driver.ResultEncoder = real if encode else CountingSink
     try:
         render_task(parse_task(spec), pool, out, base_seed=0)  # warm-up: first calls allocate
         best, model_s, chunks = math.inf, 0.0, 0
@@ -70,7 +70,7 @@ def timed(pool: WorkerPool, spec: dict, out: Path, repeats: int, encode: bool) -
                 best, model_s, chunks = wall, result.timings.model_s, result.chunks
         return best, model_s, chunks
     finally:
-        farm.render.ResultEncoder = real
+        farm.render.driver.ResultEncoder = real
 
 
 def main() -> None:
@@ -100,21 +100,28 @@ def main() -> None:
     chunks = rows[(1, False)][2]
     ideal = chunks / math.ceil(chunks / args.workers)
     print(f"machine: {machine()}")
-    print(f"task: {args.seconds:g} s = {frames} frames, {chunks} chunks of {profile.window_frames} "
-          f"(overlap {profile.overlap_frames}: {chunks * profile.window_frames / frames:.2f}x frames rendered)")
+    print(
+        f"task: {args.seconds:g} s = {frames} frames, {chunks} chunks of {profile.window_frames} "
+        f"(overlap {profile.overlap_frames}: {chunks * profile.window_frames / frames:.2f}x frames rendered)"
+    )
     print(f"{'contender':<34}{'wall s':>8}{'chunks/s':>10}{'s/chunk':>9}{'busy':>7}")
     for encode in (False, True):
         phase = "full render" if encode else "chunk phase"
         for workers in (1, args.workers):
             wall, model_s, _ = rows[(workers, encode)]
             label = f"{phase}, {workers} worker{'s' if workers > 1 else ''}"
-            print(f"{label:<34}{wall:>8.2f}{chunks / wall:>10.2f}{model_s / chunks:>9.3f}"
-                  f"{model_s / (workers * wall):>7.0%}")
+            print(
+                f"{label:<34}{wall:>8.2f}{chunks / wall:>10.2f}{model_s / chunks:>9.3f}"
+                f"{model_s / (workers * wall):>7.0%}"
+            )
         speedup = rows[(1, encode)][0] / rows[(args.workers, encode)][0]
-        print(f"  {phase}: speed-up {speedup:.2f}x, ideal {ideal:.2f}x, "
-              f"parallel efficiency {speedup / ideal:.2f} (target >= 0.85)")
-    print("s/chunk: model time of one chunk inside a worker; busy: share of the wall time the workers "
-          "spent in the model.")
+        print(
+            f"  {phase}: speed-up {speedup:.2f}x, ideal {ideal:.2f}x, "
+            f"parallel efficiency {speedup / ideal:.2f} (target >= 0.85)"
+        )
+    print(
+        "s/chunk: model time of one chunk inside a worker; busy: share of the wall time the workers spent in the model."
+    )
 
 
 if __name__ == "__main__":

@@ -21,14 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from benchmarks._common import machine  # noqa: E402
-from farm.encode import ResultEncoder  # noqa: E402
-from farm.planner import plan_clip  # noqa: E402
-from farm.stitch import Stitcher  # noqa: E402
-from kernels.resize import resize_frames  # noqa: E402
+from benchmarks._common import machine
+from farm.domain.planner import plan_clip
+from farm.io.encode import ResultEncoder
+from farm.render.stitch import Stitcher
+from kernels.resize import resize_frames
 
 
 def peak_rss_mib() -> float:
@@ -64,8 +64,15 @@ def main() -> None:
     held = 0
     with tempfile.TemporaryDirectory() as tmp:
         stitcher = Stitcher(plan)
-        with ResultEncoder(Path(tmp) / f"out.{args.format.lower()}", output_format=args.format, quality=95,
-                           width=args.width, height=args.height, audio=True, expected_frames=frames) as encoder:
+        with ResultEncoder(
+            Path(tmp) / f"out.{args.format.lower()}",
+            output_format=args.format,
+            quality=95,
+            width=args.width,
+            height=args.height,
+            audio=True,
+            expected_frames=frames,
+        ) as encoder:
             encoder.set_audio(audio, 48000)
             for index in keyed:
                 final = stitcher.add(index, chunk_frames(plan.chunks[index]))
@@ -76,8 +83,10 @@ def main() -> None:
     growth = peak_rss_mib() - baseline
     naive = frames * args.width * args.height * 3 / 2**20
     print(f"machine: {machine()}")
-    print(f"{frames} frames {args.width}x{args.height} {args.format}, {len(plan.chunks)} chunks, "
-          f"at most {held} chunks held by the stitcher, {elapsed:.1f} s")
+    print(
+        f"{frames} frames {args.width}x{args.height} {args.format}, {len(plan.chunks)} chunks, "
+        f"at most {held} chunks held by the stitcher, {elapsed:.1f} s"
+    )
     print(f"{'contender':<36}{'peak MiB':>10}")
     print(f"{'streaming stitch+resize+encode':<36}{growth:>10.0f}")
     print(f"{'whole clip held as uint8 RGB':<36}{naive:>10.0f}")

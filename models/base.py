@@ -7,11 +7,18 @@ and calls ``encode_prompt`` once per task and ``render_chunk`` once per temporal
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-import torch
+
+# Types only: the farm's control plane (scheduler, gateway) reads profiles without loading torch.
+if TYPE_CHECKING:
+    import torch
+
+    from models.prompt_extend import PromptExtender
+    from models.safety import SafetyChecker
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,7 +74,9 @@ class ChunkConditioning:
         if not 0 <= index < num_frames:
             raise ValueError(f"conditioning {what} at local frame {index} is outside the chunk's {num_frames} frames")
         if tuple(shape) != expected:
-            raise ValueError(f"conditioning {what} at local frame {index} has shape {tuple(shape)}, expected {expected}")
+            raise ValueError(
+                f"conditioning {what} at local frame {index} has shape {tuple(shape)}, expected {expected}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -31,8 +31,17 @@ from models.profiles import (
 )
 from models.prompt_extend import TemplateExtender
 
-__all__ = ["AUDIO_PIPELINES", "DTYPES", "VIDEO_PIPELINES", "ProfileConfigError", "hub_offline", "load_profiles",
-           "parse_profile", "parse_profiles", "register_profiles"]
+__all__ = [
+    "AUDIO_PIPELINES",
+    "DTYPES",
+    "VIDEO_PIPELINES",
+    "ProfileConfigError",
+    "hub_offline",
+    "load_profiles",
+    "parse_profile",
+    "parse_profiles",
+    "register_profiles",
+]
 
 #: Audio pipeline classes a profile may name.
 AUDIO_PIPELINES = ("StableAudioPipeline",)
@@ -43,8 +52,20 @@ DTYPES = ("bfloat16", "float16", "float32", "auto")
 #: Temporal stride of the Wan VAE, shared by every supported video pipeline.
 TEMPORAL_STRIDE = WAN_TEMPORAL_STRIDE
 
-_TOP_KEYS = {"model", "description", "video", "window_frames", "overlap_frames", "native", "steps",
-             "guidance_scale", "audio", "prompt_extender", "safety_checker", "chunk_mode"}
+_TOP_KEYS = {
+    "model",
+    "description",
+    "video",
+    "window_frames",
+    "overlap_frames",
+    "native",
+    "steps",
+    "guidance_scale",
+    "audio",
+    "prompt_extender",
+    "safety_checker",
+    "chunk_mode",
+}
 _VIDEO_KEYS = {"pipeline", "weights", "dtype"}
 _NATIVE_KEYS = {"area", "width", "height", "multiple", "fps"}
 _AUDIO_KEYS = {"pipeline", "weights", "dtype", "steps", "guidance_scale"}
@@ -137,12 +158,16 @@ def _prompt_extender(top: _Fields, source: str, where: str):
         top.fail("prompt_extender", f"must be {TEMPLATE_EXTENDER!r}, a mapping with a model, or null, got {raw!r}")
     fields = _Fields(source, f"{where}.prompt_extender", raw, _EXTENDER_KEYS)
     model = fields.str("model")
-    options: dict[str, Any] = {"max_new_tokens": fields.int("max_new_tokens", 256),
-                               "temperature": fields.number("temperature", 0.0)}
+    options: dict[str, Any] = {
+        "max_new_tokens": fields.int("max_new_tokens", 256),
+        "temperature": fields.number("temperature", 0.0),
+    }
     if fields.has("system_prompt"):
         options["system_prompt"] = fields.str("system_prompt")
-    return (functools.partial(load_prompt_extender, model, **options),
-            {"kind": "transformers", "model": model, **options})
+    return (
+        functools.partial(load_prompt_extender, model, **options),
+        {"kind": "transformers", "model": model, **options},
+    )
 
 
 def _safety_checker(top: _Fields, source: str, where: str):
@@ -158,8 +183,10 @@ def _safety_checker(top: _Fields, source: str, where: str):
     safe_prompts = fields.strings("safe_prompts", required=False)
     if safe_prompts is not None:
         options["safe_prompts"] = safe_prompts
-    return (functools.partial(load_safety_checker, model, **options),
-            {"kind": "clip", "model": model, **{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}})
+    return (
+        functools.partial(load_safety_checker, model, **options),
+        {"kind": "clip", "model": model, **{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}},
+    )
 
 
 def parse_profile(raw: Any, *, source: str = "<profiles>", where: str = "profiles[0]") -> ModelProfile:
@@ -170,8 +197,11 @@ def parse_profile(raw: Any, *, source: str = "<profiles>", where: str = "profile
     if description is not None and not isinstance(description, str):
         top.fail("description", f"must be a string, got {description!r}")
 
-    video = _Fields(source, f"{where}.video", top.raw.get("video"), _VIDEO_KEYS) if top.has("video") \
+    video = (
+        _Fields(source, f"{where}.video", top.raw.get("video"), _VIDEO_KEYS)
+        if top.has("video")
         else top.fail("video", "is required")
+    )
     pipeline = video.str("pipeline", choices=VIDEO_PIPELINES)
     weights = video.str("weights")
     dtype = video.str("dtype", "auto", choices=DTYPES)
@@ -179,8 +209,11 @@ def parse_profile(raw: Any, *, source: str = "<profiles>", where: str = "profile
     window = top.int("window_frames")
     overlap = top.int("overlap_frames", minimum=0)
 
-    native = _Fields(source, f"{where}.native", top.raw.get("native"), _NATIVE_KEYS) if top.has("native") \
+    native = (
+        _Fields(source, f"{where}.native", top.raw.get("native"), _NATIVE_KEYS)
+        if top.has("native")
         else top.fail("native", "is required")
+    )
     multiple = native.int("multiple", 16)
     native_w = native_h = None
     if native.has("area"):
@@ -216,8 +249,13 @@ def parse_profile(raw: Any, *, source: str = "<profiles>", where: str = "profile
         audio_dtype = audio.str("dtype", "auto" if dtype == "bfloat16" else dtype, choices=DTYPES)
         audio_steps = audio.int("steps", 100)
         audio_guidance = audio.number("guidance_scale", 7.0)
-        audio_summary = {"pipeline": "StableAudioPipeline", "weights": audio_weights, "dtype": audio_dtype,
-                         "steps": audio_steps, "guidance_scale": audio_guidance}
+        audio_summary = {
+            "pipeline": "StableAudioPipeline",
+            "weights": audio_weights,
+            "dtype": audio_dtype,
+            "steps": audio_steps,
+            "guidance_scale": audio_guidance,
+        }
 
     extender_factory, extender_summary = _prompt_extender(top, source, where)
     safety_factory, safety_summary = _safety_checker(top, source, where)
@@ -273,8 +311,10 @@ def parse_profiles(document: Any, *, source: str = "<profiles>") -> list[ModelPr
     for index, item in enumerate(items):
         profile = parse_profile(item, source=source, where=f"profiles[{index}]")
         if profile.model_id in seen:
-            raise ProfileConfigError(f"{source}: profiles[{index}].model: {profile.model_id!r} is already "
-                                     f"defined by profiles[{seen[profile.model_id]}]")
+            raise ProfileConfigError(
+                f"{source}: profiles[{index}].model: {profile.model_id!r} is already "
+                f"defined by profiles[{seen[profile.model_id]}]"
+            )
         seen[profile.model_id] = index
         profiles.append(profile)
     return profiles
@@ -306,8 +346,9 @@ def load_profiles(path: str | Path) -> list[ModelProfile]:
             raise ProfileConfigError(f"{source}: not valid YAML: {exc}") from None
         for profile in parse_profiles(document, source=source):
             if profile.model_id in origin:
-                raise ProfileConfigError(f"{source}: model {profile.model_id!r} is already defined in "
-                                         f"{origin[profile.model_id]}")
+                raise ProfileConfigError(
+                    f"{source}: model {profile.model_id!r} is already defined in {origin[profile.model_id]}"
+                )
             origin[profile.model_id] = source
             profiles.append(profile)
     return profiles

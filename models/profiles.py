@@ -1,7 +1,7 @@
 """Model profiles: what the farm knows about each model id it accepts.
 
 ``get_profile(model_id)`` answers the planner and the workers. The embedded default,
-``skywork:skyreels@v4`` (``farm.constants.DEFAULT_MODEL``), renders with the tiny random-weight
+``skywork:skyreels@v4`` (``farm.domain.constants.DEFAULT_MODEL``), renders with the tiny random-weight
 models of ``models.tiny`` so the whole farm runs on a laptop CPU; its output is noise. To render
 with real weights, register a profile built by ``wan_profile``::
 
@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from farm.constants import DEFAULT_MODEL
+from farm.domain.constants import DEFAULT_MODEL
 from models.base import AudioBackend, ModelProfile, VideoBackend
 from models.prompt_extend import PromptExtender, TemplateExtender
 from models.safety import SafetyChecker
@@ -200,8 +201,10 @@ def check_windows(window_frames: int, overlap_frames: int, stride: int = WAN_TEM
         raise InvalidProfileField("window_frames", f"must be {stride}k+1, got {window_frames}")
     if not 0 <= overlap_frames < window_frames or (window_frames - overlap_frames) % stride:
         raise InvalidProfileField(
-            "overlap_frames", f"must be below window_frames ({window_frames}) and leave a stride (window - overlap) "
-                              f"that is a multiple of {stride}, got {overlap_frames}")
+            "overlap_frames",
+            f"must be below window_frames ({window_frames}) and leave a stride (window - overlap) "
+            f"that is a multiple of {stride}, got {overlap_frames}",
+        )
 
 
 def wan_profile(
@@ -249,8 +252,9 @@ def wan_profile(
     audio_factory: Callable[[], AudioBackend] | None = None
     if audio_weights is not None:
         # Wan's bf16 default does not carry over: Stable Audio runs in fp16/fp32.
-        audio_torch_dtype = (None if torch_dtype is torch.bfloat16 else torch_dtype) if audio_dtype is None \
-            else _dtype(audio_dtype)
+        audio_torch_dtype = (
+            (None if torch_dtype is torch.bfloat16 else torch_dtype) if audio_dtype is None else _dtype(audio_dtype)
+        )
         audio_factory = functools.partial(
             _load_stable_audio,
             audio_weights,
@@ -273,8 +277,13 @@ def wan_profile(
         audio_factory=audio_factory,
         prompt_extender_factory=prompt_extender_factory,
         safety_factory=safety_factory,
-        extra={"pipeline": pipeline, "weights": weights, "dtype": _dtype_name(torch_dtype),
-               "audio_weights": audio_weights, **(extra or {})},
+        extra={
+            "pipeline": pipeline,
+            "weights": weights,
+            "dtype": _dtype_name(torch_dtype),
+            "audio_weights": audio_weights,
+            **(extra or {}),
+        },
     )
 
 
@@ -298,9 +307,7 @@ def get_profile(model_id: str) -> ModelProfile:
     try:
         return _PROFILES[model_id]
     except KeyError:
-        raise UnknownModelError(
-            f"unknown model {model_id!r}; known models: {', '.join(known_models())}"
-        ) from None
+        raise UnknownModelError(f"unknown model {model_id!r}; known models: {', '.join(known_models())}") from None
 
 
 register_profile(tiny_profile())

@@ -71,8 +71,7 @@ def _clip(text: str, max_chars: int) -> str:
 def _clean(text: str) -> str:
     """Generated text made prompt-shaped: undecodable bytes and control characters dropped,
     whitespace runs folded into one space, surrounding quotes and blanks stripped."""
-    text = "".join(" " if c.isspace() else c for c in text.replace("\ufffd", "")
-                   if c.isprintable() or c.isspace())
+    text = "".join(" " if c.isspace() else c for c in text.replace("\ufffd", "") if c.isprintable() or c.isspace())
     text = " ".join(text.split())
     while len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":
         text = text[1:-1].strip()
@@ -118,16 +117,56 @@ class PromptExtender(Protocol):
 
 # Detail phrases of the template extender, one list per aspect; one phrase of each is appended.
 _TEMPLATE_ASPECTS: tuple[tuple[str, ...], ...] = (
-    ("cinematic wide shot", "cinematic medium shot", "slow dolly-in", "smooth tracking shot",
-     "gentle handheld camera", "low-angle shot", "aerial establishing shot", "slow pan across the scene"),
-    ("soft golden-hour light", "dramatic rim lighting", "diffuse overcast light", "warm practical lighting",
-     "cool blue-hour light", "high-contrast chiaroscuro", "volumetric light through haze", "natural daylight"),
-    ("shallow depth of field", "35mm lens", "anamorphic lens flare", "50mm prime lens", "deep focus",
-     "subtle film grain", "wide-angle lens", "telephoto compression"),
-    ("rich color grading", "muted earthy palette", "vibrant saturated colors", "teal and orange grade",
-     "pastel tones", "moody desaturated palette", "natural color palette", "high dynamic range"),
-    ("highly detailed", "photorealistic textures", "smooth natural motion", "crisp fine detail",
-     "realistic physics", "fluid lifelike movement", "sharp focus on the subject", "coherent motion"),
+    (
+        "cinematic wide shot",
+        "cinematic medium shot",
+        "slow dolly-in",
+        "smooth tracking shot",
+        "gentle handheld camera",
+        "low-angle shot",
+        "aerial establishing shot",
+        "slow pan across the scene",
+    ),
+    (
+        "soft golden-hour light",
+        "dramatic rim lighting",
+        "diffuse overcast light",
+        "warm practical lighting",
+        "cool blue-hour light",
+        "high-contrast chiaroscuro",
+        "volumetric light through haze",
+        "natural daylight",
+    ),
+    (
+        "shallow depth of field",
+        "35mm lens",
+        "anamorphic lens flare",
+        "50mm prime lens",
+        "deep focus",
+        "subtle film grain",
+        "wide-angle lens",
+        "telephoto compression",
+    ),
+    (
+        "rich color grading",
+        "muted earthy palette",
+        "vibrant saturated colors",
+        "teal and orange grade",
+        "pastel tones",
+        "moody desaturated palette",
+        "natural color palette",
+        "high dynamic range",
+    ),
+    (
+        "highly detailed",
+        "photorealistic textures",
+        "smooth natural motion",
+        "crisp fine detail",
+        "realistic physics",
+        "fluid lifelike movement",
+        "sharp focus on the subject",
+        "coherent motion",
+    ),
 )
 
 
@@ -233,16 +272,18 @@ class TransformersExtender:
             torch_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=torch_dtype, **kwargs).to(device)
-        return cls(model, tokenizer, system_prompt=system_prompt, max_new_tokens=max_new_tokens,
-                   temperature=temperature)
+        return cls(
+            model, tokenizer, system_prompt=system_prompt, max_new_tokens=max_new_tokens, temperature=temperature
+        )
 
     def generate(self, prompt: str, *, seed: int) -> str:
         """The model's cleaned answer for ``prompt`` (before ``merge_extension``)."""
         import torch
 
         messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": prompt}]
-        inputs = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                    return_dict=True)
+        inputs = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
@@ -258,7 +299,7 @@ class TransformersExtender:
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(seed)
             output = self.model.generate(**inputs, **options)
-        new_tokens = output[0, inputs["input_ids"].shape[1]:]
+        new_tokens = output[0, inputs["input_ids"].shape[1] :]
         return _clean(self.tokenizer.decode(new_tokens, skip_special_tokens=True))
 
     def extend(self, prompt: str, *, seed: int) -> str:

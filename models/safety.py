@@ -15,8 +15,9 @@ flags. This module imports neither torch nor transformers until a model is loade
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -140,8 +141,15 @@ class ClipSafetyChecker:
         model = CLIPModel.from_pretrained(path_or_id, dtype=torch_dtype, **kwargs).to(device)
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, **kwargs)
         image_processor = AutoImageProcessor.from_pretrained(path_or_id, **kwargs)
-        return cls(model, tokenizer, image_processor, concepts=concepts, threshold=threshold,
-                   safe_prompts=safe_prompts, batch_size=batch_size)
+        return cls(
+            model,
+            tokenizer,
+            image_processor,
+            concepts=concepts,
+            threshold=threshold,
+            safe_prompts=safe_prompts,
+            batch_size=batch_size,
+        )
 
     def probabilities(self, frames: np.ndarray) -> np.ndarray:
         """``float32 [n, len(concepts)]``: each frame's softmax probability of each concept."""
@@ -150,7 +158,7 @@ class ClipSafetyChecker:
         _check_frames(frames)
         out = np.zeros((len(frames), len(self.concepts)), dtype=np.float32)
         for start in range(0, len(frames), self.batch_size):
-            batch = list(frames[start:start + self.batch_size])
+            batch = list(frames[start : start + self.batch_size])
             pixels = self.image_processor(images=batch, return_tensors="pt")["pixel_values"]
             with torch.inference_mode():
                 image = self.model.get_image_features(pixel_values=pixels.to(self.model.device, self.model.dtype))
@@ -158,7 +166,7 @@ class ClipSafetyChecker:
             image = torch.nn.functional.normalize(image.float(), dim=-1)
             logits = self._scale * image @ self._text.T
             probs = logits.softmax(dim=-1)[:, : len(self.concepts)]
-            out[start:start + len(batch)] = probs.cpu().numpy()
+            out[start : start + len(batch)] = probs.cpu().numpy()
         return out
 
     def check(self, frames: np.ndarray) -> SafetyVerdict:

@@ -13,7 +13,7 @@ from models.base import AudioRequest, StepCallback
 from models.wan import align_cpu_weights
 
 #: Hub id of Stable Audio Open 1.0 (gated on the hub: mount the weights or log in first).
-from models.weights import DEFAULT_STABLE_AUDIO_WEIGHTS  # noqa: E402  (re-exported)
+from models.weights import DEFAULT_STABLE_AUDIO_WEIGHTS
 
 #: Stride between the seeds of successive pieces of an over-long clip (see ``render``).
 _PIECE_SEED_STRIDE = 1_000_003
@@ -56,7 +56,7 @@ class StableAudioBackend:
         device: str | torch.device | None = None,
         guidance_scale: float = 7.0,
         **kwargs: Any,
-    ) -> "StableAudioBackend":
+    ) -> StableAudioBackend:
         """Load a Stable Audio checkpoint (diffusers layout) from a local folder or hub id.
 
         ``torch_dtype`` defaults to float16 on a GPU and float32 on the CPU. Stable Audio Open's
@@ -71,8 +71,15 @@ class StableAudioBackend:
         align_cpu_weights(pipe)
         return cls(pipe, guidance_scale=guidance_scale)
 
-    def _render_piece(self, prompt: str, samples: int, seed: int, steps: int,
-                      voice: torch.Tensor | None = None, on_step: StepCallback | None = None) -> np.ndarray:
+    def _render_piece(
+        self,
+        prompt: str,
+        samples: int,
+        seed: int,
+        steps: int,
+        voice: torch.Tensor | None = None,
+        on_step: StepCallback | None = None,
+    ) -> np.ndarray:
         """``float32 [channels, samples]`` from one pipeline call; ``samples`` fits ``max_duration_s``.
 
         ``voice`` (``[channels, n]`` at ``sample_rate``) is the pipeline's initial audio: the

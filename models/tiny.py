@@ -35,7 +35,7 @@ from diffusers import (
 from transformers import T5Config, T5EncoderModel, T5Tokenizer, UMT5Config, UMT5EncoderModel
 
 #: Seed of every tiny component unless a caller asks for another.
-from models.weights import TINY_SEED as DEFAULT_SEED  # noqa: E402
+from models.weights import TINY_SEED as DEFAULT_SEED
 
 #: Width of the tiny T5 text encoder; the Wan transformer's ``text_dim`` must match it.
 TEXT_DIM = 32
@@ -159,9 +159,20 @@ def tiny_vace_pipeline(seed: int = DEFAULT_SEED):
     components = tiny_wan_components(seed)
     torch.manual_seed(seed)
     components["transformer"] = WanVACETransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
-        text_dim=TEXT_DIM, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, vace_layers=[0, 1], vace_in_channels=96,
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=TEXT_DIM,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+        vace_layers=[0, 1],
+        vace_in_channels=96,
     ).eval()
     pipe = WanVACEPipeline(**components)
     pipe.set_progress_bar_config(disable=True)
@@ -297,8 +308,12 @@ def tiny_chat_tokenizer():
     """A byte-level chat tokenizer built in code with Qwen2.5's ChatML template and specials."""
     from transformers import PreTrainedTokenizerFast
 
-    fast = PreTrainedTokenizerFast(tokenizer_object=_byte_level_tokenizer(CHAT_SPECIALS), eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>", additional_special_tokens=list(CHAT_SPECIALS[1:]))
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=_byte_level_tokenizer(CHAT_SPECIALS),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=list(CHAT_SPECIALS[1:]),
+    )
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
@@ -312,9 +327,16 @@ def tiny_causal_lm(vocab_size: int, seed: int = DEFAULT_SEED, *, eos_token_id: i
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
-        vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8192,
-        tie_word_embeddings=True, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+        vocab_size=vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
         bos_token_id=None,
     )
     torch.manual_seed(seed)
@@ -328,8 +350,9 @@ def save_tiny_chat_lm(directory: str | Path, seed: int = DEFAULT_SEED) -> Path:
     """
     path = Path(directory)
     tokenizer = tiny_chat_tokenizer()
-    model = tiny_causal_lm(len(tokenizer), seed, eos_token_id=tokenizer.eos_token_id,
-                           pad_token_id=tokenizer.pad_token_id)
+    model = tiny_causal_lm(
+        len(tokenizer), seed, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(path)
@@ -346,9 +369,11 @@ def tiny_clip_tokenizer():
     tokenizer = _byte_level_tokenizer(CLIP_SPECIALS)
     bos, eos = CLIP_SPECIALS
     tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A {eos}", special_tokens=[(bos, 256), (eos, 257)])
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, pad_token=eos,
-                      model_max_length=TINY_CLIP_MAX_LENGTH)
+        single=f"{bos} $A {eos}", special_tokens=[(bos, 256), (eos, 257)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, pad_token=eos, model_max_length=TINY_CLIP_MAX_LENGTH
+    )
 
 
 def tiny_clip_image_processor():
@@ -370,11 +395,25 @@ def tiny_clip_model(vocab_size: int, seed: int = DEFAULT_SEED):
 
     bos_id, eos_id = vocab_size - 2, vocab_size - 1
     config = CLIPConfig(
-        text_config=dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=TINY_CLIP_MAX_LENGTH,
-                         bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=eos_id),
-        vision_config=dict(image_size=TINY_CLIP_IMAGE_SIZE, patch_size=8, hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=2, num_attention_heads=4),
+        text_config=dict(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=TINY_CLIP_MAX_LENGTH,
+            bos_token_id=bos_id,
+            eos_token_id=eos_id,
+            pad_token_id=eos_id,
+        ),
+        vision_config=dict(
+            image_size=TINY_CLIP_IMAGE_SIZE,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+        ),
         projection_dim=16,
         logit_scale_init_value=0.0,
     )

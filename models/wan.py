@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+import diffusers
 import numpy as np
 import torch
-import diffusers
 from diffusers import AutoencoderKLWan, WanPipeline
 
 from models.base import ChunkConditioning, ChunkRequest, PromptEmbeds, StepCallback
 
 #: Hub id of the smallest open Wan 2.1 text-to-video checkpoint in diffusers layout.
-from models.weights import DEFAULT_WAN_WEIGHTS  # noqa: E402  (re-exported)
+from models.weights import DEFAULT_WAN_WEIGHTS
 
 #: Text tokens Wan 2.1 was trained with (``text_len`` of the original code).
 WAN_MAX_SEQUENCE_LENGTH = 512
@@ -126,7 +127,7 @@ class WanVideoBackend:
         max_sequence_length: int | None = None,
         pipeline: str = "WanPipeline",
         **kwargs: Any,
-    ) -> "WanVideoBackend":
+    ) -> WanVideoBackend:
         """Load a Wan-family checkpoint (diffusers layout) from a local folder or hub id.
 
         ``pipeline`` names the diffusers class (one of ``VIDEO_PIPELINES``): ``WanPipeline`` for Wan

@@ -36,7 +36,7 @@ def ray_cluster():
     """A real embedded Ray, started once; enough logical CPUs for a 3-worker pool plus audio."""
     import ray
 
-    from farm.cluster import connect_ray
+    from farm.workers.cluster import connect_ray
 
     connect_ray(min_cpus=6)
     yield ray

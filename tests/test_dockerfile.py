@@ -47,7 +47,7 @@ def of(keyword: str) -> list[str]:
 
 def dockerignore_patterns() -> list[str]:
     path = ROOT / ".dockerignore"
-    return [l.strip() for l in path.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
 
 
 def ignored(relative: str) -> bool:
@@ -95,7 +95,9 @@ def test_runs_as_the_non_root_user_the_chart_expects():
     assert user not in ("0", "root")
     final = [key for key, _ in instructions()]
     last_user = max(i for i, key in enumerate(final) if key == "USER")
-    assert last_user > max(i for i, key in enumerate(final) if key == "RUN"), "every install step runs before the switch to the runtime user"
+    assert last_user > max(i for i, key in enumerate(final) if key == "RUN"), (
+        "every install step runs before the switch to the runtime user"
+    )
     values = yaml.safe_load((ROOT / "helm" / "farm" / "values.yaml").read_text())
     assert int(user) == values["podSecurityContext"]["runAsUser"]
     assert values["podSecurityContext"]["runAsNonRoot"] is True
@@ -109,7 +111,8 @@ def test_installs_cuda_torch_pin_and_the_farm():
     assert re.search(r"pip install \.( |$)", runs)
     runs_order = of("RUN")
     assert next(i for i, r in enumerate(runs_order) if "torch==" in r) < next(
-        i for i, r in enumerate(runs_order) if re.search(r"pip install \.( |$)", r)), "torch pin must come before the farm"
+        i for i, r in enumerate(runs_order) if re.search(r"pip install \.( |$)", r)
+    ), "torch pin must come before the farm"
 
 
 def test_one_image_for_gateway_and_ray_pods():

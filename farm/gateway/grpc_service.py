@@ -3,7 +3,7 @@
 Every RPC authenticates the ``authorization: Bearer <key>`` metadata, turns the message into the
 seed's JSON (``task_message_to_dict``) and calls the shared ``TaskService``; answers and errors are
 built by the helpers in ``farm.gateway`` so the JSON face says the same things. Failures map
-through ``farm.errors.error_info``; an invalid single task is ``INVALID_ARGUMENT`` with a
+through ``farm.domain.errors.error_info``; an invalid single task is ``INVALID_ARGUMENT`` with a
 ``google.rpc.BadRequest`` listing each field violation, a full queue ``RESOURCE_EXHAUSTED`` with
 ``google.rpc.RetryInfo``.
 """
@@ -15,17 +15,18 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from farm.errors import FarmError, QueueFullError, TaskValidationError, error_info
-from farm.gateway import TASK_TYPE, ApiKeys, ack_item, error_items, task_answer, task_message_to_dict
-from farm.lifecycle import ProgressEvent, TaskService
+from farm.domain.errors import FarmError, QueueFullError, TaskValidationError, error_info
+from farm.domain.records import ProgressEvent, TaskService
+from farm.gateway.wire import TASK_TYPE, ApiKeys, ack_item, error_items, task_answer, task_message_to_dict
 from farm.v1 import farm_pb2, farm_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -57,32 +58,44 @@ def failure_for(error: BaseException, task_uuid: str | None = None) -> RpcFailur
     info = error_info(error)
     code = grpc.StatusCode[info.grpc_status]
     items = error_items(error, task_uuid)
-    message = "; ".join(item["message"] for item in items) if isinstance(error, TaskValidationError) else items[0]["message"]
+    message = (
+        "; ".join(item["message"] for item in items) if isinstance(error, TaskValidationError) else items[0]["message"]
+    )
     status = status_pb2.Status(code=getattr(code_pb2, info.grpc_status), message=message)
     if isinstance(error, TaskValidationError):
-        bad = error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=str(v)) for v in error.violations
-        ])
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=str(v)) for v in error.violations
+            ]
+        )
         status.details.add().Pack(bad)
     elif getattr(error, "parameter", ""):
         # An error about one field (a refused webhookURL, ...) is a field violation too.
-        bad = error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=error.parameter, description=message)])
+        bad = error_details_pb2.BadRequest(
+            field_violations=[error_details_pb2.BadRequest.FieldViolation(field=error.parameter, description=message)]
+        )
         status.details.add().Pack(bad)
     if isinstance(error, QueueFullError):
         delay = Duration()
         delay.FromNanoseconds(int(error.retry_after_s * 1e9))
         status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-    status.details.add().Pack(error_details_pb2.ErrorInfo(
-        reason=info.code, domain="farm.v1", metadata={"retryable": str(info.retryable).lower()},
-    ))
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(
+            reason=info.code,
+            domain="farm.v1",
+            metadata={"retryable": str(info.retryable).lower()},
+        )
+    )
     return RpcFailure(code, message, status)
 
 
 def _error_message(item: dict) -> farm_pb2.TaskError:
     return farm_pb2.TaskError(
-        code=item["code"], message=item["message"], parameter=item.get("parameter", ""),
-        task_uuid=item.get("taskUUID", ""), retryable=item.get("retryable", False),
+        code=item["code"],
+        message=item["message"],
+        parameter=item.get("parameter", ""),
+        task_uuid=item.get("taskUUID", ""),
+        retryable=item.get("retryable", False),
         **({"retry_after_s": item["retryAfter"]} if "retryAfter" in item else {}),
     )
 
@@ -95,8 +108,10 @@ def _task_response(data: list[dict], errors: list[dict]) -> farm_pb2.TaskRespons
     # Keyword construction, not json_format.ParseDict: the same message at a fraction of the cost
     # on the GetResponse path (keys the message lacks, e.g. queuePosition, are left out as before).
     return farm_pb2.TaskResponse(
-        data=[farm_pb2.VideoResult(**{_RESULT_FIELDS[k]: v for k, v in item.items() if k in _RESULT_FIELDS})
-              for item in data],
+        data=[
+            farm_pb2.VideoResult(**{_RESULT_FIELDS[k]: v for k, v in item.items() if k in _RESULT_FIELDS})
+            for item in data
+        ],
         errors=[_error_message(e) for e in errors],
     )
 
@@ -104,9 +119,13 @@ def _task_response(data: list[dict], errors: list[dict]) -> farm_pb2.TaskRespons
 def event_message(event: ProgressEvent) -> farm_pb2.ProgressEvent:
     """A ``lifecycle.ProgressEvent`` as its protobuf message."""
     message = farm_pb2.ProgressEvent(
-        task_uuid=event.task_uuid, kind=event.kind, chunks_done=event.chunks_done,
-        chunks_total=event.chunks_total, frames_encoded=event.frames_encoded,
-        frames_total=event.frames_total, message=event.message,
+        task_uuid=event.task_uuid,
+        kind=event.kind,
+        chunks_done=event.chunks_done,
+        chunks_total=event.chunks_total,
+        frames_encoded=event.frames_encoded,
+        frames_total=event.frames_total,
+        message=event.message,
     )
     if event.result_index is not None:
         message.result_index = event.result_index
@@ -147,8 +166,15 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
     ``public_base_url`` completes ``videoURL`` for results whose manager gave none.
     """
 
-    def __init__(self, service: TaskService, *, api_keys: ApiKeys | None = None, metrics: Any = None,
-                 public_base_url: str | None = None, assets: AssetSink | None = None):
+    def __init__(
+        self,
+        service: TaskService,
+        *,
+        api_keys: ApiKeys | None = None,
+        metrics: Any = None,
+        public_base_url: str | None = None,
+        assets: AssetSink | None = None,
+    ):
         self.service = service
         self.api_keys = api_keys or ApiKeys()
         self.metrics = metrics
@@ -194,11 +220,13 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
         except FarmError as exc:
             return await self._fail(context, "Submit", failure_for(exc))
         if not self.admitting:
-            return await self._fail(context, "Submit",
-                                    RpcFailure(grpc.StatusCode.UNAVAILABLE, "gateway is shutting down"))
+            return await self._fail(
+                context, "Submit", RpcFailure(grpc.StatusCode.UNAVAILABLE, "gateway is shutting down")
+            )
         if not request.tasks:
-            return await self._fail(context, "Submit",
-                                    RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "no tasks in the request"))
+            return await self._fail(
+                context, "Submit", RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "no tasks in the request")
+            )
         response = farm_pb2.SubmitResponse()
         for message in request.tasks:
             raw = task_message_to_dict(message)
@@ -208,9 +236,10 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
                 # In a thread: large tasks (inline media: validating decodes it) and tasks naming
                 # URLs (the gateway may vet their host names, which can wait on DNS).
                 inline = message.ByteSize() <= INLINE_SUBMIT_BYTES and not any(
-                    isinstance(raw.get(name), str) for name in URL_FIELDS)
+                    isinstance(raw.get(name), str) for name in URL_FIELDS
+                )
                 record = await self._call(self.service.submit, raw, key, inline=inline)
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a per-task error
+            except Exception as exc:  # every failure becomes a per-task error
                 if not isinstance(exc, FarmError):
                     log.exception("submit failed")
                 task_uuid = raw.get("taskUUID") if isinstance(raw.get("taskUUID"), str) else None
@@ -227,7 +256,7 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
         try:
             key = self._key(context)
             record = await self._call(fn, request.task_uuid, key, inline=inline)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if not isinstance(exc, FarmError):
                 log.exception("%s failed", method)
             return await self._fail(context, method, failure_for(exc, request.task_uuid))
@@ -251,7 +280,7 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
             await self._call(self.service.get, request.task_uuid, key, inline=True)
             async for event in self.service.watch(request.task_uuid, key):
                 yield event_message(event)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
                 raise
             if not isinstance(exc, FarmError):
@@ -267,8 +296,9 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
         except FarmError as exc:
             return await self._fail(context, "UploadAsset", failure_for(exc))
         if self.assets is None:
-            return await self._fail(context, "UploadAsset",
-                                    RpcFailure(grpc.StatusCode.UNIMPLEMENTED, "no asset storage configured"))
+            return await self._fail(
+                context, "UploadAsset", RpcFailure(grpc.StatusCode.UNIMPLEMENTED, "no asset storage configured")
+            )
         asset_uuid = str(uuid.uuid4())
         self.assets.root.mkdir(parents=True, exist_ok=True)
         path = self.assets.path(asset_uuid)
@@ -283,11 +313,17 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
                         filename = chunk.filename
                     size += len(chunk.data)
                     if size > self.assets.max_bytes:
-                        raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                         f"asset larger than {self.assets.max_bytes} bytes")
+                        raise RpcFailure(
+                            grpc.StatusCode.RESOURCE_EXHAUSTED, f"asset larger than {self.assets.max_bytes} bytes"
+                        )
                     fh.write(chunk.data)
-            meta = {"assetUUID": asset_uuid, "size": size, "contentType": content_type or "application/octet-stream",
-                    "filename": filename, "apiKey": key}
+            meta = {
+                "assetUUID": asset_uuid,
+                "size": size,
+                "contentType": content_type or "application/octet-stream",
+                "filename": filename,
+                "apiKey": key,
+            }
             path.with_suffix(".json").write_text(json.dumps(meta))
             os.replace(partial, path)
         except RpcFailure as failure:
@@ -325,5 +361,13 @@ async def add_services(server: grpc.aio.Server, servicer: VideoInferenceServicer
     return health_servicer
 
 
-__all__ = ["VideoInferenceServicer", "AssetSink", "RpcFailure", "add_services", "failure_for", "event_message",
-           "SERVICE_NAME", "service_names"]
+__all__ = [
+    "VideoInferenceServicer",
+    "AssetSink",
+    "RpcFailure",
+    "add_services",
+    "failure_for",
+    "event_message",
+    "SERVICE_NAME",
+    "service_names",
+]

@@ -22,9 +22,9 @@ from typing import Any
 
 from aiohttp import web
 
-from farm.errors import FarmError, QueueFullError, UnauthenticatedError, error_info
-from farm.gateway import TASK_TYPE, ApiKeys, ack_item, error_items, task_answer
-from farm.lifecycle import TaskService
+from farm.domain.errors import FarmError, QueueFullError, UnauthenticatedError, error_info
+from farm.domain.records import TaskService
+from farm.gateway.wire import TASK_TYPE, ApiKeys, ack_item, error_items, task_answer
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,15 @@ def _json(body: dict, status: int = 200, headers: dict | None = None) -> web.Res
 class RestFace:
     """The handlers of the HTTP port over a ``TaskService`` (and optional artifacts and metrics)."""
 
-    def __init__(self, service: TaskService, *, api_keys: ApiKeys | None = None, artifacts: Any = None,
-                 metrics: Any = None, public_base_url: str | None = None):
+    def __init__(
+        self,
+        service: TaskService,
+        *,
+        api_keys: ApiKeys | None = None,
+        artifacts: Any = None,
+        metrics: Any = None,
+        public_base_url: str | None = None,
+    ):
         self.service = service
         self.api_keys = api_keys or ApiKeys()
         self.artifacts = artifacts
@@ -79,8 +86,9 @@ class RestFace:
 
     # ---------------------------------------------------------------- POST /v1
 
-    async def _one(self, item: Any, key: str | None, data: list, errors: list,
-                   small: bool = True) -> BaseException | None:
+    async def _one(
+        self, item: Any, key: str | None, data: list, errors: list, small: bool = True
+    ) -> BaseException | None:
         """Handle one array item into ``data``/``errors``; returns the exception when it failed.
 
         ``small``: the request body is small enough to validate its tasks on the event loop.
@@ -90,8 +98,15 @@ class RestFace:
         try:
             if task_type == "getResponse":
                 if not task_uuid:
-                    errors.append({"code": "missingParameter", "message": "getResponse needs a taskUUID",
-                                   "parameter": "taskUUID", "taskUUID": "", "retryable": False})
+                    errors.append(
+                        {
+                            "code": "missingParameter",
+                            "message": "getResponse needs a taskUUID",
+                            "parameter": "taskUUID",
+                            "taskUUID": "",
+                            "retryable": False,
+                        }
+                    )
                     return
                 record = await self._call(self.service.get, task_uuid, key)
                 d, e = task_answer(record, self.public_base_url)
@@ -100,18 +115,33 @@ class RestFace:
             elif task_type == TASK_TYPE or not isinstance(item, dict) or task_type is None:
                 # Non-objects and tasks without taskType go to the validator, which names the problem.
                 if not self.admitting:
-                    errors.append({"code": "unavailable", "message": "gateway is shutting down",
-                                   "parameter": "", "taskUUID": task_uuid or "", "retryable": True})
+                    errors.append(
+                        {
+                            "code": "unavailable",
+                            "message": "gateway is shutting down",
+                            "parameter": "",
+                            "taskUUID": task_uuid or "",
+                            "retryable": True,
+                        }
+                    )
                     return
                 # URLs may be vetted at submission (a DNS lookup): those tasks go to a thread.
-                inline = small and not (isinstance(item, dict) and any(isinstance(item.get(n), str) for n in URL_FIELDS))
+                inline = small and not (
+                    isinstance(item, dict) and any(isinstance(item.get(n), str) for n in URL_FIELDS)
+                )
                 record = await self._call(self.service.submit, item, key, inline=inline)
                 data.append(ack_item(record))
             else:
-                errors.append({"code": "invalidTaskType",
-                               "message": f"taskType must be videoInference or getResponse, got {task_type!r}",
-                               "parameter": "taskType", "taskUUID": task_uuid or "", "retryable": False})
-        except Exception as exc:  # noqa: BLE001 - every failure becomes an error item
+                errors.append(
+                    {
+                        "code": "invalidTaskType",
+                        "message": f"taskType must be videoInference or getResponse, got {task_type!r}",
+                        "parameter": "taskType",
+                        "taskUUID": task_uuid or "",
+                        "retryable": False,
+                    }
+                )
+        except Exception as exc:  # every failure becomes an error item
             if not isinstance(exc, FarmError):
                 log.exception("POST /v1 item failed")
             errors.extend(error_items(exc, task_uuid))
@@ -137,13 +167,37 @@ class RestFace:
             body = json.loads(raw_body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             self._count("/v1", 400)
-            return _json({"errors": [{"code": "invalidJSON", "message": f"body is not JSON: {exc}",
-                                      "parameter": "", "taskUUID": "", "retryable": False}]}, 400)
+            return _json(
+                {
+                    "errors": [
+                        {
+                            "code": "invalidJSON",
+                            "message": f"body is not JSON: {exc}",
+                            "parameter": "",
+                            "taskUUID": "",
+                            "retryable": False,
+                        }
+                    ]
+                },
+                400,
+            )
         items = body if isinstance(body, list) else [body]
         if not items:
             self._count("/v1", 400)
-            return _json({"errors": [{"code": "missingParameter", "message": "empty task array",
-                                      "parameter": "", "taskUUID": "", "retryable": False}]}, 400)
+            return _json(
+                {
+                    "errors": [
+                        {
+                            "code": "missingParameter",
+                            "message": "empty task array",
+                            "parameter": "",
+                            "taskUUID": "",
+                            "retryable": False,
+                        }
+                    ]
+                },
+                400,
+            )
         data: list[dict] = []
         errors: list[dict] = []
         last_error = None
@@ -175,7 +229,7 @@ class RestFace:
             raise web.HTTPNotFound(text="no artifact store")
         try:
             artifact = await asyncio.to_thread(self.artifacts.get, video_uuid)
-        except Exception as exc:  # noqa: BLE001 - the artifact store's own error classes, by name
+        except Exception as exc:  # the artifact store's own error classes, by name
             kind = type(exc).__name__
             if kind == "ArtifactExpired":
                 self._count(route, 410)

@@ -25,17 +25,34 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from farm.gateway import ApiKeys
+from farm.domain.records import ResultRecord, TaskService
 from farm.gateway.grpc_service import AssetSink, VideoInferenceServicer, add_services
 from farm.gateway.http_app import RestFace, make_app
-from farm.lifecycle import ResultRecord, TaskService
+from farm.gateway.wire import ApiKeys
 
 log = logging.getLogger(__name__)
 
 #: Config file keys (YAML) and their GatewayConfig fields.
-CONFIG_KEYS = ("api_keys", "allow_urls", "max_queue", "price_per_gpu_second", "public_base_url",
-               "grpc_port", "http_port", "host", "data_dir", "ray_address", "workers", "gpus_per_worker",
-               "max_request_bytes", "max_asset_bytes", "tls_cert", "tls_key", "expire_interval_s", "profiles")
+CONFIG_KEYS = (
+    "api_keys",
+    "allow_urls",
+    "max_queue",
+    "price_per_gpu_second",
+    "public_base_url",
+    "grpc_port",
+    "http_port",
+    "host",
+    "data_dir",
+    "ray_address",
+    "workers",
+    "gpus_per_worker",
+    "max_request_bytes",
+    "max_asset_bytes",
+    "tls_cert",
+    "tls_key",
+    "expire_interval_s",
+    "profiles",
+)
 
 
 @dataclass
@@ -76,7 +93,7 @@ class GatewayConfig:
         return bool(self.tls_cert and self.tls_key)
 
     @classmethod
-    def from_file(cls, path: str | Path, **overrides: Any) -> "GatewayConfig":
+    def from_file(cls, path: str | Path, **overrides: Any) -> GatewayConfig:
         """Read a YAML config; ``overrides`` (non-None values, e.g. CLI flags given) win."""
         import yaml
 
@@ -116,11 +133,14 @@ class GuardedService:
 
     def submit(self, raw_task: dict, api_key: str | None):
         """Validate, vet the URLs, then submit (see ``TaskService.submit``)."""
-        from farm.errors import ForbiddenURLError
-        from farm.validation import parse_task
+        from farm.domain.errors import ForbiddenURLError
+        from farm.domain.validation import parse_task
 
-        urls = [(name, raw_task.get(name)) for name in self.URL_FIELDS
-                if isinstance(raw_task, dict) and isinstance(raw_task.get(name), str)]
+        urls = [
+            (name, raw_task.get(name))
+            for name in self.URL_FIELDS
+            if isinstance(raw_task, dict) and isinstance(raw_task.get(name), str)
+        ]
         if urls:
             # Validate with the manager's own model list (TaskManager keeps it privately; None
             # means the validator's default), so this pre-check never disagrees with submit.
@@ -157,8 +177,9 @@ class Gateway:
     Tests may pass their own ``service``/``artifacts``/``metrics``.
     """
 
-    def __init__(self, config: GatewayConfig, *, service: TaskService | None = None, artifacts: Any = None,
-                 metrics: Any = None):
+    def __init__(
+        self, config: GatewayConfig, *, service: TaskService | None = None, artifacts: Any = None, metrics: Any = None
+    ):
         self.config = config
         self.service = service
         self.artifacts = artifacts
@@ -188,12 +209,12 @@ class Gateway:
 
     def _build_farm(self) -> None:
         """The real TaskManager and its collaborators, from the config."""
-        from farm.artifacts import LocalArtifactStore
-        from farm.cluster import connect_ray
-        from farm.manager import TaskManager
-        from farm.metrics import FarmMetrics
-        from farm.pool import WorkerConfig, WorkerPool
-        from farm.store import TaskStore
+        from farm.gateway.metrics import FarmMetrics
+        from farm.io.artifacts import LocalArtifactStore
+        from farm.scheduler.manager import TaskManager
+        from farm.scheduler.store import TaskStore
+        from farm.workers.cluster import connect_ray
+        from farm.workers.pool import WorkerConfig, WorkerPool
 
         data = Path(self.config.data_dir)
         data.mkdir(parents=True, exist_ok=True)
@@ -207,16 +228,24 @@ class Gateway:
             from models.profile_config import register_profiles
 
             for profile in register_profiles(self.config.profiles):
-                log.info("model profile %s: %s from %s", profile.model_id, profile.extra.get("pipeline"),
-                         profile.extra.get("weights"))
+                log.info(
+                    "model profile %s: %s from %s",
+                    profile.model_id,
+                    profile.extra.get("pipeline"),
+                    profile.extra.get("weights"),
+                )
         workers, gpus = self.config.workers, self.config.gpus_per_worker
         connect_ray(self.config.ray_address, min_cpus=workers + 1)
 
         def pool_factory(profile):
-            return WorkerPool(profile, WorkerConfig(video_workers=workers, gpus_per_worker=gpus,
-                                                    audio_worker=profile.audio_factory is not None))
+            return WorkerPool(
+                profile,
+                WorkerConfig(
+                    video_workers=workers, gpus_per_worker=gpus, audio_worker=profile.audio_factory is not None
+                ),
+            )
 
-        from farm.urlguard import UrlGuard
+        from farm.io.urlguard import UrlGuard
 
         self.manager = TaskManager(
             TaskStore(data / "tasks.db"),
@@ -265,20 +294,25 @@ class Gateway:
         a crash); the webhook's idempotency key is the same as the first time. ``pending`` is read
         before the manager starts, so a result the resumed runner delivers is not sent twice."""
         for record, task in pending:
-            log.info("redelivering %s result %d (upload %s, webhook %s)", record.task_uuid, record.index,
-                     record.upload_status, record.webhook_status)
+            log.info(
+                "redelivering %s result %d (upload %s, webhook %s)",
+                record.task_uuid,
+                record.index,
+                record.upload_status,
+                record.webhook_status,
+            )
             self._on_result(record, task)
         return len(pending)
 
     def _deliver(self, record: ResultRecord, task) -> None:
-        """Upload and/or webhook one result (each retried inside ``farm.delivery``), then store the outcome.
+        """Upload and/or webhook one result (each retried inside ``farm.io.delivery``), then store the outcome.
 
         Only the parts still ``pending`` run, and the upload's outcome is stored before the
         webhook starts, so a restart in between does not upload twice.
         """
-        from farm import delivery
-        from farm.artifacts import content_type_for
-        from farm.urlguard import UrlGuard
+        from farm.io import delivery
+        from farm.io.artifacts import content_type_for
+        from farm.io.urlguard import UrlGuard
 
         guard = UrlGuard(self.config.allow_urls)
         final = record
@@ -286,10 +320,13 @@ class Gateway:
             ok = False
             try:
                 path = self.manager.result_path(record.task_uuid, record.index)
-                outcome = asyncio.run(delivery.upload_file(
-                    task.upload_endpoint, Path(path), content_type=content_type_for(task.output_format), guard=guard))
+                outcome = asyncio.run(
+                    delivery.upload_file(
+                        task.upload_endpoint, Path(path), content_type=content_type_for(task.output_format), guard=guard
+                    )
+                )
                 ok = outcome.ok
-            except Exception:  # noqa: BLE001 - refused URL, missing file: the result says "failed"
+            except Exception:  # refused URL, missing file: the result says "failed"
                 log.exception("upload of %s result %d failed", record.task_uuid, record.index)
             final = dataclasses.replace(final, upload_status="delivered" if ok else "failed")
             if not ok and self.metrics is not None:
@@ -300,11 +337,16 @@ class Gateway:
             ok = False
             try:
                 # The key is stable across retries and gateway restarts: receivers can drop repeats.
-                outcome = asyncio.run(delivery.post_webhook(
-                    task.webhook_url, delivery.webhook_payload(final),
-                    idempotency_key=f"{record.task_uuid}:{record.index}", guard=guard))
+                outcome = asyncio.run(
+                    delivery.post_webhook(
+                        task.webhook_url,
+                        delivery.webhook_payload(final),
+                        idempotency_key=f"{record.task_uuid}:{record.index}",
+                        guard=guard,
+                    )
+                )
                 ok = outcome.ok
-            except Exception:  # noqa: BLE001
+            except Exception:  # keep sweeping; a bad file must not stop the loop
                 log.exception("webhook of %s result %d failed", record.task_uuid, record.index)
             final = dataclasses.replace(final, webhook_status="delivered" if ok else "failed")
             if not ok and self.metrics is not None:
@@ -325,12 +367,16 @@ class Gateway:
         keys = ApiKeys(self.config.api_keys)
         data = Path(self.config.data_dir)
 
-        self._grpc_server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", self.config.max_request_bytes),
-            ("grpc.max_send_message_length", self.config.max_request_bytes),
-        ])
+        self._grpc_server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", self.config.max_request_bytes),
+                ("grpc.max_send_message_length", self.config.max_request_bytes),
+            ]
+        )
         self._servicer = VideoInferenceServicer(
-            self.service, api_keys=keys, metrics=self.metrics,
+            self.service,
+            api_keys=keys,
+            metrics=self.metrics,
             assets=AssetSink(data / "assets", self.config.max_asset_bytes),
         )
         self._health = await add_services(self._grpc_server, self._servicer)
@@ -352,8 +398,9 @@ class Gateway:
         await self._grpc_server.start()
 
         self._rest = RestFace(self.service, api_keys=keys, artifacts=self.artifacts, metrics=self.metrics)
-        self._http_runner = web.AppRunner(make_app(self._rest, max_request_bytes=self.config.max_request_bytes),
-                                          access_log=None)
+        self._http_runner = web.AppRunner(
+            make_app(self._rest, max_request_bytes=self.config.max_request_bytes), access_log=None
+        )
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, self.config.host, self.config.http_port, ssl_context=ssl_context)
         await site.start()
@@ -366,8 +413,9 @@ class Gateway:
         self._redeliver(pending)
         if self.artifacts is not None and callable(getattr(self.artifacts, "expire", None)):
             self._sweeper = asyncio.create_task(self._sweep_artifacts(), name="artifact-sweeper")
-        log.info("gateway up: gRPC %s:%d, HTTP %s:%d", self.config.host, self.grpc_port,
-                 self.config.host, self.http_port)
+        log.info(
+            "gateway up: gRPC %s:%d, HTTP %s:%d", self.config.host, self.grpc_port, self.config.host, self.http_port
+        )
 
     async def _sweep_artifacts(self) -> None:
         """Delete expired artifacts now and then (``get`` already answers 410 the moment a ttl
@@ -378,7 +426,7 @@ class Gateway:
                 removed = await asyncio.to_thread(self.artifacts.expire)
                 if removed:
                     log.info("deleted %d expired artifact(s)", removed)
-            except Exception:  # noqa: BLE001 - keep sweeping; a bad file must not stop the loop
+            except Exception:
                 log.exception("artifact expiry failed")
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -416,8 +464,11 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Event | None = None) ->
     """Run the gateway until SIGTERM or SIGINT, then shut down gracefully."""
     gateway = Gateway(config)
     await gateway.start()
-    print(f"farm gateway: gRPC on {config.host}:{gateway.grpc_port}, HTTP on {config.host}:{gateway.http_port}, "
-          f"data in {config.data_dir}", flush=True)
+    print(
+        f"farm gateway: gRPC on {config.host}:{gateway.grpc_port}, HTTP on {config.host}:{gateway.http_port}, "
+        f"data in {config.data_dir}",
+        flush=True,
+    )
     if ready is not None:
         ready.set()
     stop = asyncio.Event()

@@ -75,9 +75,12 @@ def test_scenarios_exist():
 
 # --- lint ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_lint_is_clean(name):
-    report = helm.lint(CHART, scenario_values(name), strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSIONS[0]}")
+    report = helm.lint(
+        CHART, scenario_values(name), strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSIONS[0]}"
+    )
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert report["errors"] == [] and problems == [], report
 
@@ -89,6 +92,7 @@ def test_lint_reports_bad_values():
 
 
 # --- Kubernetes schemas -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 def test_builtin_resources_are_valid_kubernetes(scenario, kube_version):
@@ -110,8 +114,12 @@ def test_ray_pod_templates_are_valid_pods(scenario, kube_version):
     templates = [("head", cluster["headGroupSpec"]["template"])]
     templates += [(g["groupName"], g["template"]) for g in cluster["workerGroupSpecs"]]
     for group, template in templates:
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"ray-{group}", **template["metadata"]},
-               "spec": template["spec"]}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"ray-{group}", **template["metadata"]},
+            "spec": template["spec"],
+        }
         try:
             kubernetes_validate.validate(pod, kube_version, strict=True)
         except kubernetes_validate.ValidationError as error:
@@ -119,6 +127,7 @@ def test_ray_pod_templates_are_valid_pods(scenario, kube_version):
 
 
 # --- RayCluster ---------------------------------------------------------------------------------------
+
 
 def test_raycluster_has_the_fields_kuberay_requires(scenario):
     name, values, docs = scenario
@@ -156,13 +165,37 @@ def test_raycluster_has_the_fields_kuberay_requires(scenario):
 
 
 #: Field names of KubeRay's ray.io/v1 RayCluster types (ray-operator/apis/ray/v1/raycluster_types.go).
-RAYCLUSTER_SPEC_FIELDS = {"headGroupSpec", "workerGroupSpecs", "rayVersion", "enableInTreeAutoscaling",
-                          "autoscalerOptions", "headServiceAnnotations", "suspend"}
+RAYCLUSTER_SPEC_FIELDS = {
+    "headGroupSpec",
+    "workerGroupSpecs",
+    "rayVersion",
+    "enableInTreeAutoscaling",
+    "autoscalerOptions",
+    "headServiceAnnotations",
+    "suspend",
+}
 HEAD_GROUP_FIELDS = {"serviceType", "headService", "enableIngress", "rayStartParams", "template"}
-WORKER_GROUP_FIELDS = {"groupName", "replicas", "minReplicas", "maxReplicas", "numOfHosts", "rayStartParams",
-                       "template", "scaleStrategy"}
-AUTOSCALER_FIELDS = {"resources", "image", "imagePullPolicy", "env", "envFrom", "volumeMounts", "securityContext",
-                     "idleTimeoutSeconds", "upscalingMode"}
+WORKER_GROUP_FIELDS = {
+    "groupName",
+    "replicas",
+    "minReplicas",
+    "maxReplicas",
+    "numOfHosts",
+    "rayStartParams",
+    "template",
+    "scaleStrategy",
+}
+AUTOSCALER_FIELDS = {
+    "resources",
+    "image",
+    "imagePullPolicy",
+    "env",
+    "envFrom",
+    "volumeMounts",
+    "securityContext",
+    "idleTimeoutSeconds",
+    "upscalingMode",
+}
 
 
 def test_raycluster_uses_only_kuberay_field_names(scenario):
@@ -173,7 +206,11 @@ def test_raycluster_uses_only_kuberay_field_names(scenario):
     assert {"headGroupSpec", "workerGroupSpecs"} <= set(spec)
     assert set(spec["headGroupSpec"]) <= HEAD_GROUP_FIELDS
     assert set(spec.get("autoscalerOptions", {})) <= AUTOSCALER_FIELDS
-    assert spec.get("autoscalerOptions", {}).get("upscalingMode", "Default") in {"Default", "Aggressive", "Conservative"}
+    assert spec.get("autoscalerOptions", {}).get("upscalingMode", "Default") in {
+        "Default",
+        "Aggressive",
+        "Conservative",
+    }
     for group in spec["workerGroupSpecs"]:
         assert set(group) <= WORKER_GROUP_FIELDS, group["groupName"]
         assert {"groupName", "minReplicas", "maxReplicas", "rayStartParams", "template"} <= set(group)
@@ -185,14 +222,22 @@ def test_default_groups_video_audio_cpu(chart):
 
 
 def test_scaling_values_reach_the_raycluster(chart):
-    docs = render(chart, {"rayCluster": {"workerGroups": {"video": {"replicas": 3, "minReplicas": 2, "maxReplicas": 12}}}})
+    docs = render(
+        chart, {"rayCluster": {"workerGroups": {"video": {"replicas": 3, "minReplicas": 2, "maxReplicas": 12}}}}
+    )
     video = next(g for g in one(docs, "RayCluster")["spec"]["workerGroupSpecs"] if g["groupName"] == "video")
     assert (video["replicas"], video["minReplicas"], video["maxReplicas"]) == (3, 2, 12)
 
 
 def test_empty_ray_start_params_render_as_an_empty_map(chart):
-    extra = {"enabled": True, "replicas": 0, "minReplicas": 0, "maxReplicas": 1, "rayStartParams": {},
-             "resources": {"requests": {"cpu": "1"}}}
+    extra = {
+        "enabled": True,
+        "replicas": 0,
+        "minReplicas": 0,
+        "maxReplicas": 1,
+        "rayStartParams": {},
+        "resources": {"requests": {"cpu": "1"}},
+    }
     docs = render(chart, {"rayCluster": {"workerGroups": {"spare": extra}}})
     groups = {g["groupName"]: g for g in one(docs, "RayCluster")["spec"]["workerGroupSpecs"]}
     assert groups["spare"]["rayStartParams"] == {}
@@ -216,6 +261,7 @@ def test_audio_group_on_cpu_asks_for_no_gpu(chart):
 
 
 # --- gateway ------------------------------------------------------------------------------------------
+
 
 def test_gateway_joins_the_raycluster_and_serves_both_ports(chart):
     docs = render(chart)
@@ -246,7 +292,7 @@ def test_gateway_joins_the_raycluster_and_serves_both_ports(chart):
 def test_gateway_command_and_config_are_what_farm_serve_accepts(chart, name):
     """The rendered args parse with the real ``farm serve`` parser and config.yaml has only known keys."""
     try:
-        from farm.cli import _build_parser
+        from farm.cli.main import _build_parser
         from farm.gateway.server import CONFIG_KEYS, GatewayConfig
     except ImportError as error:
         pytest.skip(f"the gateway is not in this tree yet: {error}")
@@ -265,7 +311,10 @@ def test_gateway_command_and_config_are_what_farm_serve_accepts(chart, name):
 
 def test_explicit_ray_address_wins(chart):
     docs = render(chart, {"gateway": {"rayAddress": "farm-ray-head-svc:6379"}})
-    assert "--ray-address=farm-ray-head-svc:6379" in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert (
+        "--ray-address=farm-ray-head-svc:6379"
+        in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
 
 
 def test_api_keys_secret_created_or_existing(chart):
@@ -275,7 +324,10 @@ def test_api_keys_secret_created_or_existing(chart):
     existing = render(chart, scenario_values("weights-pvc-values.yaml"))
     assert by_kind(existing, "Secret") == []
     volumes = {v["name"]: v for v in one(existing, "Deployment")["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["api-keys"]["secret"] == {"secretName": "farm-api-keys", "items": [{"key": "keys", "path": "api-keys"}]}
+    assert volumes["api-keys"]["secret"] == {
+        "secretName": "farm-api-keys",
+        "items": [{"key": "keys", "path": "api-keys"}],
+    }
 
 
 def test_weights_mount_read_only_and_passed_to_the_gateway(chart):
@@ -304,34 +356,44 @@ def test_long_release_names_fit_kubernetes_limits(chart):
 
 # --- schema -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("values", [
-    {"unknownTopLevel": True},
-    {"gateway": {"replicas": 2}},
-    {"gateway": {"workers": 0}},
-    {"gateway": {"service": {"grpcPort": 70000}}},
-    {"image": {"pullPolicy": "Sometimes"}},
-    {"weights": {"type": "nfs"}},
-    {"weights": {"mountPath": "models"}},
-    {"rayCluster": {"workerGroups": {"video": {"maxReplicas": -1}}}},
-    {"rayCluster": {"workerGroups": {"video": {"replicas": "two"}}}},
-    {"rayCluster": {"workerGroups": {"Bad_Name": {"enabled": True}}}},
-    {"rayCluster": {"head": {"gpus": 1}}},
-    {"monitoring": {"enabled": "yes"}},
-    {"monitoring": {"interval": "often"}},
-    {"rayCluster": {"autoscalerOptions": {"upscalingMode": "Fast"}}},
-    {"apiKeys": {"keys": ["short"]}},
-    {"config": {"max_queue": 0}},
-    {"config": {"typo_key": 1}},
-])
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"unknownTopLevel": True},
+        {"gateway": {"replicas": 2}},
+        {"gateway": {"workers": 0}},
+        {"gateway": {"service": {"grpcPort": 70000}}},
+        {"image": {"pullPolicy": "Sometimes"}},
+        {"weights": {"type": "nfs"}},
+        {"weights": {"mountPath": "models"}},
+        {"rayCluster": {"workerGroups": {"video": {"maxReplicas": -1}}}},
+        {"rayCluster": {"workerGroups": {"video": {"replicas": "two"}}}},
+        {"rayCluster": {"workerGroups": {"Bad_Name": {"enabled": True}}}},
+        {"rayCluster": {"head": {"gpus": 1}}},
+        {"monitoring": {"enabled": "yes"}},
+        {"monitoring": {"interval": "often"}},
+        {"rayCluster": {"autoscalerOptions": {"upscalingMode": "Fast"}}},
+        {"apiKeys": {"keys": ["short"]}},
+        {"config": {"max_queue": 0}},
+        {"config": {"typo_key": 1}},
+    ],
+)
 def test_values_outside_the_schema_are_refused(chart, values):
     with pytest.raises(helm.HelmValuesError):
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"rayCluster": {"workerGroups": {"video": {"replicas": 20}}}}, "minReplicas (0) <= replicas (20) <= maxReplicas (8)"),
-    ({"gateway": {"gpusPerWorker": 2}}, "gpusPerWorker (2)"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            {"rayCluster": {"workerGroups": {"video": {"replicas": 20}}}},
+            "minReplicas (0) <= replicas (20) <= maxReplicas (8)",
+        ),
+        ({"gateway": {"gpusPerWorker": 2}}, "gpusPerWorker (2)"),
+    ],
+)
 def test_inconsistent_values_fail_with_a_clear_message(chart, values, message):
     with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
@@ -357,7 +419,7 @@ def test_every_value_is_documented():
             documented |= lines[back].strip().startswith("# --")
             back -= 1
         inherited = documented or any(d for _, d in stack)
-        nxt = next((l for l in lines[index + 1:] if l.strip() and not l.strip().startswith("#")), "")
+        nxt = next((ln for ln in lines[index + 1 :] if ln.strip() and not ln.strip().startswith("#")), "")
         is_leaf = match.group(3).strip() != "" or len(nxt) - len(nxt.lstrip()) <= indent
         if is_leaf and not inherited:
             undocumented.append(match.group(2))
@@ -372,6 +434,7 @@ def test_schema_accepts_the_defaults_and_every_scenario(chart):
 
 
 # --- monitoring ---------------------------------------------------------------------------------------
+
 
 def test_monitoring_off_renders_no_monitors(chart):
     kinds = {d["kind"] for d in render(chart)}
@@ -404,7 +467,9 @@ def test_monitoring_renders_monitors_and_dashboard(chart):
 
     # Prometheus may scrape the gateway even when API clients are restricted.
     rules = one(docs, "NetworkPolicy")["spec"]["ingress"]
-    assert any(r["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "monitoring" for r in rules)
+    assert any(
+        r["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "monitoring" for r in rules
+    )
 
 
 def test_packaged_chart_carries_the_dashboard(tmp_path):
@@ -427,10 +492,10 @@ def dashboard_exprs() -> list[str]:
 
 def exported_metric_names() -> set[str]:
     try:
-        from farm.metrics import FarmMetrics
+        from farm.gateway.metrics import FarmMetrics
     except ModuleNotFoundError as error:
-        if error.name in ("farm.metrics", "farm"):
-            pytest.skip("farm/metrics.py is not in this tree: no exported names to compare with")
+        if error.name in ("farm.gateway.metrics", "farm"):
+            pytest.skip("farm/gateway/metrics.py is not in this tree: no exported names to compare with")
         raise
     return FarmMetrics().names()
 
@@ -458,8 +523,14 @@ def test_operating_doc_explains_every_exported_metric():
 def test_dashboard_shows_what_operators_watch():
     """Throughput, queue depth, stage latencies, worker utilisation and errors each have a panel."""
     exprs = "\n".join(dashboard_exprs())
-    for needle in ("farm_frames_rendered_total", "farm_queue_depth", "farm_stage_seconds_bucket",
-                   'farm_workers{job=~"$job",state="busy"}', "farm_render_failures_total", "farm_delivery_failures_total"):
+    for needle in (
+        "farm_frames_rendered_total",
+        "farm_queue_depth",
+        "farm_stage_seconds_bucket",
+        'farm_workers{job=~"$job",state="busy"}',
+        "farm_render_failures_total",
+        "farm_delivery_failures_total",
+    ):
         assert needle in exprs, needle
 
 
@@ -475,14 +546,22 @@ def test_profiles_reach_the_gateway_in_the_loader_format(chart, tmp_path):
     path.write_text(farm_config(docs)["data"]["profiles.yaml"])
     [profile] = load_profiles(path)
     assert (profile.model_id, profile.extra["pipeline"], profile.extra["audio_weights"]) == (
-        "wan-ai:wan2.1-vace@1.3b", "WanVACEPipeline", "/models/stable-audio-open-1.0")
+        "wan-ai:wan2.1-vace@1.3b",
+        "WanVACEPipeline",
+        "/models/stable-audio-open-1.0",
+    )
     # The shipped profiles pass the chart's schema as values.
-    shipped = [p for f in sorted((CHART.parents[1] / "profiles").glob("*.yaml"))
-               for p in yaml.safe_load(f.read_text())["profiles"]]
+    shipped = [
+        p
+        for f in sorted((CHART.parents[1] / "profiles").glob("*.yaml"))
+        for p in yaml.safe_load(f.read_text())["profiles"]
+    ]
     docs = render(chart, {"profiles": shipped})
     path.write_text(farm_config(docs)["data"]["profiles.yaml"])
     assert len(load_profiles(path)) == 3
     default = render(chart)
-    assert not any(a.startswith("--profiles") for a in one(default, "Deployment")["spec"]["template"]["spec"]
-                   ["containers"][0]["args"])
+    assert not any(
+        a.startswith("--profiles")
+        for a in one(default, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
     assert yaml.safe_load(farm_config(default)["data"]["profiles.yaml"]) == {"profiles": []}

@@ -11,8 +11,14 @@ def test_resize_matches_float_reference_and_shape():
     frames = torch.randint(0, 256, (3, 64, 112, 3), dtype=torch.uint8)
     out = resize_frames(frames, 848, 480)
     assert out.shape == (3, 480, 848, 3) and out.dtype == torch.uint8 and out.is_contiguous()
-    ref = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=(480, 848), mode="bilinear",
-                        antialias=True, align_corners=False).round().clamp(0, 255).permute(0, 2, 3, 1)
+    ref = (
+        F.interpolate(
+            frames.permute(0, 3, 1, 2).float(), size=(480, 848), mode="bilinear", antialias=True, align_corners=False
+        )
+        .round()
+        .clamp(0, 255)
+        .permute(0, 2, 3, 1)
+    )
     assert (out.int() - ref.int()).abs().max() <= 1
 
 

@@ -14,7 +14,11 @@ import torch
 from models.base import AudioBackend, AudioRequest, VideoBackend
 from models.stable_audio import StableAudioBackend
 from models.tiny import (
-    TINY_AUDIO_SAMPLE_RATE, save_tiny_stable_audio, save_tiny_wan, tiny_vace_pipeline, tiny_wan_pipeline,
+    TINY_AUDIO_SAMPLE_RATE,
+    save_tiny_stable_audio,
+    save_tiny_wan,
+    tiny_vace_pipeline,
+    tiny_wan_pipeline,
 )
 from models.wan import WanVideoBackend
 
@@ -112,7 +116,9 @@ def test_chunk_is_identical_in_a_fresh_process(video_backend):
 
 
 def test_audio_shape_range_and_length(audio_backend):
-    audio = audio_backend.render(AudioRequest(prompt="rain on a tin roof", duration_s=15.0, seed=1, num_inference_steps=STEPS))
+    audio = audio_backend.render(
+        AudioRequest(prompt="rain on a tin roof", duration_s=15.0, seed=1, num_inference_steps=STEPS)
+    )
     assert audio.dtype == np.float32
     assert audio.shape[0] == 2
     assert audio.shape[1] >= 15 * audio_backend.sample_rate
@@ -149,13 +155,15 @@ def saved(tmp_path_factory) -> dict[str, Path]:
     return {"wan": save_tiny_wan(root / "wan"), "vace": vace, "audio": save_tiny_stable_audio(root / "audio")}
 
 
-@pytest.mark.parametrize("pipeline,key,build", [("WanPipeline", "wan", tiny_wan_pipeline),
-                                                ("WanVACEPipeline", "vace", tiny_vace_pipeline)])
+@pytest.mark.parametrize(
+    "pipeline,key,build", [("WanPipeline", "wan", tiny_wan_pipeline), ("WanVACEPipeline", "vace", tiny_vace_pipeline)]
+)
 def test_wan_save_load_round_trip(saved, monkeypatch, pipeline, key, build):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     video_backend = WanVideoBackend(build())
-    loaded = WanVideoBackend.from_pretrained(str(saved[key]), torch_dtype=torch.float32, device="cpu",
-                                             pipeline=pipeline)
+    loaded = WanVideoBackend.from_pretrained(
+        str(saved[key]), torch_dtype=torch.float32, device="cpu", pipeline=pipeline
+    )
     assert type(loaded.pipeline).__name__ == pipeline
     assert loaded.max_sequence_length == video_backend.max_sequence_length
     assert loaded.latent_frame_shape(HEIGHT, WIDTH) == video_backend.latent_frame_shape(HEIGHT, WIDTH)
@@ -179,6 +187,7 @@ def test_stable_audio_save_load_round_trip(saved, audio_backend, monkeypatch):
 
 # -- conditioning (VACE) ----------------------------------------------------------------------------
 
+
 def test_vace_conditioning_steers_the_chunk_deterministically(video_backend, embeds):
     from models.base import ChunkConditioning
 
@@ -196,8 +205,9 @@ def test_vace_conditioning_steers_the_chunk_deterministically(video_backend, emb
     frames = video_backend.render_chunk(make_request(embeds, latents, conditioning=referenced))
     assert frames.shape == plain.shape and not np.array_equal(frames, plain)
     # an empty conditioning is text-to-video
-    assert np.array_equal(plain, video_backend.render_chunk(make_request(embeds, latents,
-                                                                         conditioning=ChunkConditioning())))
+    assert np.array_equal(
+        plain, video_backend.render_chunk(make_request(embeds, latents, conditioning=ChunkConditioning()))
+    )
 
 
 def test_conditioning_outside_the_chunk_or_on_a_text_only_pipeline_is_refused(video_backend, embeds):
@@ -206,11 +216,14 @@ def test_conditioning_outside_the_chunk_or_on_a_text_only_pipeline_is_refused(vi
     latents = make_latents(video_backend, 22)
     frame = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
     with pytest.raises(ValueError, match="outside the chunk"):
-        video_backend.render_chunk(make_request(embeds, latents, conditioning=ChunkConditioning(frames={FRAMES: frame})))
+        video_backend.render_chunk(
+            make_request(embeds, latents, conditioning=ChunkConditioning(frames={FRAMES: frame}))
+        )
     with pytest.raises(ValueError, match="shape"):
-        video_backend.render_chunk(make_request(embeds, latents,
-                                                conditioning=ChunkConditioning(frames={0: frame[:8]})))
+        video_backend.render_chunk(make_request(embeds, latents, conditioning=ChunkConditioning(frames={0: frame[:8]})))
     plain = WanVideoBackend(tiny_wan_pipeline())
     assert not plain.supports_conditioning
     with pytest.raises(ValueError, match="WanVACEPipeline"):
-        plain.render_chunk(make_request(plain.encode_prompt("x"), latents, conditioning=ChunkConditioning(frames={0: frame})))
+        plain.render_chunk(
+            make_request(plain.encode_prompt("x"), latents, conditioning=ChunkConditioning(frames={0: frame}))
+        )

@@ -54,11 +54,14 @@ def test_a_minimal_profile_gets_documented_defaults():
 
 
 def test_window_error_names_file_profile_and_field(tmp_path):
-    message = error_of(tmp_path, """
+    message = error_of(
+        tmp_path,
+        """
         profiles:
           - {model: a, video: {pipeline: WanPipeline, weights: w}, window_frames: 17, overlap_frames: 5, native: {area: 7168}}
           - {model: b, video: {pipeline: WanPipeline, weights: w}, window_frames: 80, overlap_frames: 5, native: {area: 7168}}
-    """)
+    """,
+    )
     assert message == f"{tmp_path / 'profiles.yaml'}: profiles[1].window_frames: must be 4k+1, got 80"
 
 
@@ -69,10 +72,16 @@ def test_window_error_names_file_profile_and_field(tmp_path):
         ({"video": None}, "profiles[0].video", "is required"),
         ({"video": {"pipeline": "CogVideoXPipeline", "weights": "w"}}, "profiles[0].video.pipeline", "must be one of"),
         ({"video": {"pipeline": "WanPipeline"}}, "profiles[0].video.weights", "is required"),
-        ({"video": {"pipeline": "WanPipeline", "weights": "w", "dtype": "int8"}}, "profiles[0].video.dtype",
-         "must be one of bfloat16, float16, float32, auto"),
-        ({"video": {"pipeline": "WanPipeline", "weights": "w", "device": "cuda"}}, "profiles[0].video.device",
-         "unknown field"),
+        (
+            {"video": {"pipeline": "WanPipeline", "weights": "w", "dtype": "int8"}},
+            "profiles[0].video.dtype",
+            "must be one of bfloat16, float16, float32, auto",
+        ),
+        (
+            {"video": {"pipeline": "WanPipeline", "weights": "w", "device": "cuda"}},
+            "profiles[0].video.device",
+            "unknown field",
+        ),
         ({"overlap_frames": 6}, "profiles[0].overlap_frames", "multiple of 4"),
         ({"overlap_frames": 17}, "profiles[0].overlap_frames", "below window_frames"),
         ({"window_frames": "81"}, "profiles[0].window_frames", "must be an integer"),
@@ -84,27 +93,58 @@ def test_window_error_names_file_profile_and_field(tmp_path):
         ({"audio": {"pipeline": "AudioLDMPipeline", "weights": "a"}}, "profiles[0].audio.pipeline", "must be one of"),
         ({"audio": {"pipeline": "StableAudioPipeline"}}, "profiles[0].audio.weights", "is required"),
         ({"safety_checker": "clip"}, "profiles[0].safety_checker", "mapping or null"),
-        ({"safety_checker": {"concepts": ["gore"], "threshold": 0.3}}, "profiles[0].safety_checker.model",
-         "is required"),
+        (
+            {"safety_checker": {"concepts": ["gore"], "threshold": 0.3}},
+            "profiles[0].safety_checker.model",
+            "is required",
+        ),
         ({"safety_checker": {"model": "m", "threshold": 0.3}}, "profiles[0].safety_checker.concepts", "is required"),
-        ({"safety_checker": {"model": "m", "concepts": [], "threshold": 0.3}}, "profiles[0].safety_checker.concepts",
-         "non-empty list"),
-        ({"safety_checker": {"model": "m", "concepts": ["gore", ""], "threshold": 0.3}},
-         "profiles[0].safety_checker.concepts[1]", "non-empty string"),
-        ({"safety_checker": {"model": "m", "concepts": ["gore"]}}, "profiles[0].safety_checker.threshold",
-         "is required"),
-        ({"safety_checker": {"model": "m", "concepts": ["gore"], "threshold": -1}},
-         "profiles[0].safety_checker.threshold", "must be >= 0"),
-        ({"safety_checker": {"model": "m", "concepts": ["gore"], "threshold": 0.3, "cutoff": 1}},
-         "profiles[0].safety_checker.cutoff", "unknown field"),
-        ({"prompt_extender": "llm"}, "profiles[0].prompt_extender", "must be 'template', a mapping with a model, or null"),
+        (
+            {"safety_checker": {"model": "m", "concepts": [], "threshold": 0.3}},
+            "profiles[0].safety_checker.concepts",
+            "non-empty list",
+        ),
+        (
+            {"safety_checker": {"model": "m", "concepts": ["gore", ""], "threshold": 0.3}},
+            "profiles[0].safety_checker.concepts[1]",
+            "non-empty string",
+        ),
+        (
+            {"safety_checker": {"model": "m", "concepts": ["gore"]}},
+            "profiles[0].safety_checker.threshold",
+            "is required",
+        ),
+        (
+            {"safety_checker": {"model": "m", "concepts": ["gore"], "threshold": -1}},
+            "profiles[0].safety_checker.threshold",
+            "must be >= 0",
+        ),
+        (
+            {"safety_checker": {"model": "m", "concepts": ["gore"], "threshold": 0.3, "cutoff": 1}},
+            "profiles[0].safety_checker.cutoff",
+            "unknown field",
+        ),
+        (
+            {"prompt_extender": "llm"},
+            "profiles[0].prompt_extender",
+            "must be 'template', a mapping with a model, or null",
+        ),
         ({"prompt_extender": {"max_new_tokens": 64}}, "profiles[0].prompt_extender.model", "is required"),
-        ({"prompt_extender": {"model": "m", "max_new_tokens": 0}}, "profiles[0].prompt_extender.max_new_tokens",
-         "must be >= 1"),
-        ({"prompt_extender": {"model": "m", "temperature": "hot"}}, "profiles[0].prompt_extender.temperature",
-         "must be a number"),
-        ({"prompt_extender": {"model": "m", "system_prompt": ""}}, "profiles[0].prompt_extender.system_prompt",
-         "non-empty string"),
+        (
+            {"prompt_extender": {"model": "m", "max_new_tokens": 0}},
+            "profiles[0].prompt_extender.max_new_tokens",
+            "must be >= 1",
+        ),
+        (
+            {"prompt_extender": {"model": "m", "temperature": "hot"}},
+            "profiles[0].prompt_extender.temperature",
+            "must be a number",
+        ),
+        (
+            {"prompt_extender": {"model": "m", "system_prompt": ""}},
+            "profiles[0].prompt_extender.system_prompt",
+            "non-empty string",
+        ),
         ({"windows": 3}, "profiles[0].windows", "unknown field"),
     ],
 )
@@ -122,7 +162,8 @@ def test_file_level_errors(tmp_path):
     assert "profiles: must be a list" in error_of(tmp_path, "profiles: {a: 1}\n")
     assert "not valid YAML" in error_of(tmp_path, "profiles: [\n")
     assert "profiles[1].model: 'test:good@1' is already defined by profiles[0]" in error_of(
-        tmp_path, "profiles:\n  - " + repr(GOOD).replace("'", '"') + "\n  - " + repr(GOOD).replace("'", '"') + "\n")
+        tmp_path, "profiles:\n  - " + repr(GOOD).replace("'", '"') + "\n  - " + repr(GOOD).replace("'", '"') + "\n"
+    )
     with pytest.raises(FileNotFoundError):
         load_profiles(tmp_path / "missing.yaml")
 
@@ -160,14 +201,32 @@ def test_model_extender_and_checker_are_configured_but_not_loaded(tmp_path):
     import pickle
 
     missing = str(tmp_path / "not-there")
-    profile = parse_profile({**GOOD,
-                             "prompt_extender": {"model": missing, "max_new_tokens": 64, "system_prompt": "Expand."},
-                             "safety_checker": {"model": missing, "concepts": ["gore"], "threshold": 0.3,
-                                                "safe_prompts": ["a photo of a field"]}})
-    assert profile.extra["prompt_extender"] == {"kind": "transformers", "model": missing, "max_new_tokens": 64,
-                                                "temperature": 0.0, "system_prompt": "Expand."}
-    assert profile.extra["safety_checker"] == {"kind": "clip", "model": missing, "concepts": ["gore"],
-                                               "threshold": 0.3, "safe_prompts": ["a photo of a field"]}
+    profile = parse_profile(
+        {
+            **GOOD,
+            "prompt_extender": {"model": missing, "max_new_tokens": 64, "system_prompt": "Expand."},
+            "safety_checker": {
+                "model": missing,
+                "concepts": ["gore"],
+                "threshold": 0.3,
+                "safe_prompts": ["a photo of a field"],
+            },
+        }
+    )
+    assert profile.extra["prompt_extender"] == {
+        "kind": "transformers",
+        "model": missing,
+        "max_new_tokens": 64,
+        "temperature": 0.0,
+        "system_prompt": "Expand.",
+    }
+    assert profile.extra["safety_checker"] == {
+        "kind": "clip",
+        "model": missing,
+        "concepts": ["gore"],
+        "threshold": 0.3,
+        "safe_prompts": ["a photo of a field"],
+    }
     clone = pickle.loads(pickle.dumps(profile))  # Ray ships the factories to the workers
     assert clone.safety_factory.keywords["concepts"] == ("gore",)
     with pytest.raises(OSError):
@@ -191,12 +250,20 @@ def test_shipped_profiles_parse_with_real_hub_ids():
         "wan-ai:wan2.1-vace@1.3b": ("WanVACEPipeline", "Wan-AI/Wan2.1-VACE-1.3B-diffusers", 81, (832, 480)),
         "wan-ai:wan2.1-vace@14b": ("WanVACEPipeline", "Wan-AI/Wan2.1-VACE-14B-diffusers", 81, (1280, 720)),
         "skywork:skyreels-v2-df@1.3b-540p": (
-            "SkyReelsV2DiffusionForcingPipeline", "Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers", 97, (960, 544)),
+            "SkyReelsV2DiffusionForcingPipeline",
+            "Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers",
+            97,
+            (960, 544),
+        ),
     }
     assert set(profiles) == set(expected)
     for model_id, (pipeline, weights, window, native) in expected.items():
         profile = profiles[model_id]
-        assert (profile.extra["pipeline"], profile.extra["weights"], profile.window_frames) == (pipeline, weights, window)
+        assert (profile.extra["pipeline"], profile.extra["weights"], profile.window_frames) == (
+            pipeline,
+            weights,
+            window,
+        )
         assert (profile.extra["native_width"], profile.extra["native_height"]) == native
         assert profile.extra["audio_weights"] == "stabilityai/stable-audio-open-1.0"
         assert profile.extra["prompt_extender"]["model"] == "Qwen/Qwen2.5-1.5B-Instruct"
@@ -241,12 +308,22 @@ def tiny_skyreels_df_pipeline(seed: int = 0):
     del components["transformer_2"]
     torch.manual_seed(seed)
     components["transformer"] = SkyReelsV2Transformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
-        text_dim=TEXT_DIM, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=TEXT_DIM,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
     ).eval()
-    components["scheduler"] = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
-                                                      flow_shift=8.0)
+    components["scheduler"] = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=8.0
+    )
     return SkyReelsV2DiffusionForcingPipeline(**components)
 
 
@@ -283,8 +360,10 @@ def shipped_with_local_weights(hub_dir: Path, tmp_path: Path) -> dict:
 
 @pytest.mark.parametrize(
     ("model_id", "pipeline"),
-    [("wan-ai:wan2.1-vace@1.3b", "WanVACEPipeline"),
-     ("skywork:skyreels-v2-df@1.3b-540p", "SkyReelsV2DiffusionForcingPipeline")],
+    [
+        ("wan-ai:wan2.1-vace@1.3b", "WanVACEPipeline"),
+        ("skywork:skyreels-v2-df@1.3b-540p", "SkyReelsV2DiffusionForcingPipeline"),
+    ],
 )
 def test_shipped_profile_loads_tiny_weights_and_renders_a_chunk(hub_dir, tmp_path, monkeypatch, model_id, pipeline):
     # Offline, as on the cluster: the weights come from the folder, never from a hub.
@@ -345,13 +424,16 @@ def test_a_wan_t2v_profile_renders_like_the_in_memory_tiny_wan(tmp_path):
     embeds = video_backend.encode_prompt("a red fox runs through snow", "blurry")
 
     weights = save_tiny_wan(tmp_path / "wan")
-    path = write(tmp_path, yaml.safe_dump({"profiles": [{**GOOD, "video": {"pipeline": "WanPipeline",
-                                                                           "weights": str(weights)}}]}))
+    path = write(
+        tmp_path,
+        yaml.safe_dump({"profiles": [{**GOOD, "video": {"pipeline": "WanPipeline", "weights": str(weights)}}]}),
+    )
     [profile] = load_profiles(path)
     backend = profile.video_factory()
     latents = make_latents(backend, seed=5)
-    np.testing.assert_array_equal(backend.render_chunk(make_request(embeds, latents)),
-                                  video_backend.render_chunk(make_request(embeds, latents)))
+    np.testing.assert_array_equal(
+        backend.render_chunk(make_request(embeds, latents)), video_backend.render_chunk(make_request(embeds, latents))
+    )
 
 
 def test_chunk_mode_is_read_into_the_profile_and_checked(tmp_path):

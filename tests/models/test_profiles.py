@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from farm.constants import DEFAULT_MODEL
+from farm.domain.constants import DEFAULT_MODEL
 from models.base import AudioBackend, VideoBackend
 from models.profiles import UnknownModelError, get_profile, known_models, register_profile, wan_profile
 
@@ -83,15 +83,26 @@ def test_default_profile_extends_prompts_and_checks_content():
 def test_wan_profile_takes_pipeline_dtype_and_the_new_factories():
     from models.prompt_extend import TemplateExtender
 
-    profile = wan_profile("acme:vace@1", weights="/w/vace", pipeline="WanVACEPipeline", dtype="auto",
-                          audio_dtype="float16", prompt_extender_factory=TemplateExtender,
-                          extra={"source": "test"})
+    profile = wan_profile(
+        "acme:vace@1",
+        weights="/w/vace",
+        pipeline="WanVACEPipeline",
+        dtype="auto",
+        audio_dtype="float16",
+        prompt_extender_factory=TemplateExtender,
+        extra={"source": "test"},
+    )
     assert profile.video_factory.keywords["pipeline"] == "WanVACEPipeline"
     assert profile.video_factory.keywords["torch_dtype"] is None
     assert profile.audio_factory.keywords["torch_dtype"] is torch.float16
     assert profile.prompt_extender_factory is TemplateExtender and profile.safety_factory is None
-    assert profile.extra == {"pipeline": "WanVACEPipeline", "weights": "/w/vace", "dtype": "auto",
-                             "audio_weights": "stabilityai/stable-audio-open-1.0", "source": "test"}
+    assert profile.extra == {
+        "pipeline": "WanVACEPipeline",
+        "weights": "/w/vace",
+        "dtype": "auto",
+        "audio_weights": "stabilityai/stable-audio-open-1.0",
+        "source": "test",
+    }
     # bf16 video does not carry over to Stable Audio unless asked for.
     assert wan_profile("a", dtype="bfloat16").audio_factory.keywords["torch_dtype"] is None
 

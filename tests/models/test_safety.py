@@ -29,8 +29,10 @@ def load(clip_dir: Path, threshold: float, **kwargs) -> ClipSafetyChecker:
 def frames() -> np.ndarray:
     """Five 64x112 frames: noise, black, white, a red and a green field."""
     noise = np.random.default_rng(0).integers(0, 256, (64, 112, 3), dtype=np.uint8)
-    fields = [np.full((64, 112, 3), value, dtype=np.uint8) for value in ((0, 0, 0), (255, 255, 255),
-                                                                        (220, 20, 20), (20, 200, 40))]
+    fields = [
+        np.full((64, 112, 3), value, dtype=np.uint8)
+        for value in ((0, 0, 0), (255, 255, 255), (220, 20, 20), (20, 200, 40))
+    ]
     return np.stack([noise, *fields])
 
 
@@ -40,8 +42,9 @@ def test_threshold_zero_flags_and_names_the_concept_and_frame(clip_dir, frames):
     verdict = checker.check(frames)
     probs = checker.probabilities(frames)
     frame, concept = np.unravel_index(np.argmax(probs), probs.shape)
-    assert verdict == SafetyVerdict(flagged=True, concept=CONCEPTS[concept], score=pytest.approx(probs.max()),
-                                    frame=int(frame))
+    assert verdict == SafetyVerdict(
+        flagged=True, concept=CONCEPTS[concept], score=pytest.approx(probs.max()), frame=int(frame)
+    )
 
 
 def test_threshold_above_one_flags_nothing(clip_dir, frames):
@@ -60,7 +63,7 @@ def test_a_threshold_between_frames_flags_the_frame_that_reaches_it(clip_dir, fr
     assert checker.check(frames).frame == order[-1]
     rest = np.delete(frames, order[-1], axis=0)
     assert not checker.check(rest).flagged
-    assert checker.check(frames[order[-1]:order[-1] + 1]).frame == 0  # index within the frames given
+    assert checker.check(frames[order[-1] : order[-1] + 1]).frame == 0  # index within the frames given
 
 
 def test_scores_are_probabilities_shared_with_the_safe_prompts(clip_dir, frames):
@@ -87,11 +90,18 @@ def test_frames_of_any_size_and_none(clip_dir):
     tall = np.zeros((2, 200, 48, 3), dtype=np.uint8)
     assert checker.check(tall).flagged
     assert checker.check(np.zeros((0, 64, 64, 3), dtype=np.uint8)) == SafetyVerdict(
-        flagged=False, concept=None, score=0.0, frame=None)
+        flagged=False, concept=None, score=0.0, frame=None
+    )
 
 
-@pytest.mark.parametrize("bad", [np.zeros((2, 8, 8, 3), dtype=np.float32), np.zeros((8, 8, 3), dtype=np.uint8),
-                                 np.zeros((1, 8, 8, 4), dtype=np.uint8)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((2, 8, 8, 3), dtype=np.float32),
+        np.zeros((8, 8, 3), dtype=np.uint8),
+        np.zeros((1, 8, 8, 4), dtype=np.uint8),
+    ],
+)
 def test_frames_must_be_uint8_rgb_batches(clip_dir, bad):
     with pytest.raises(ValueError, match=r"uint8 \[n, H, W, 3\]"):
         load(clip_dir, 0.5).check(bad)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from farm.errors import DuplicateTaskError, QueueFullError, TaskNotFoundError
-from farm.lifecycle import ProgressEvent, ResultRecord, TaskRecord
-from farm.validation import parse_task
+from farm.domain.errors import DuplicateTaskError, QueueFullError, TaskNotFoundError
+from farm.domain.records import ProgressEvent, ResultRecord, TaskRecord
+from farm.domain.validation import parse_task
 
 
 class FakeService:
@@ -34,8 +34,14 @@ class FakeService:
             raise DuplicateTaskError(f"taskUUID {task.task_uuid} already exists with another body")
         if sum(t.status == "queued" for t in self.tasks.values()) >= self.max_queue:
             raise QueueFullError("queue is full", retry_after_s=2.5)
-        record = TaskRecord(task_uuid=task.task_uuid, api_key=api_key, body="{}", status="queued",
-                            created_at=time.time(), queue_position=1)
+        record = TaskRecord(
+            task_uuid=task.task_uuid,
+            api_key=api_key,
+            body="{}",
+            status="queued",
+            created_at=time.time(),
+            queue_position=1,
+        )
         self.tasks[task.task_uuid] = record
         self.bodies[task.task_uuid] = raw_task
         return record
@@ -50,7 +56,8 @@ class FakeService:
     def cancel(self, task_uuid, api_key):
         record = self.get(task_uuid, api_key)
         results = tuple(dataclasses.replace(r, status="cancelled") for r in record.results) or (
-            ResultRecord(task_uuid=task_uuid, index=0, status="cancelled"),)
+            ResultRecord(task_uuid=task_uuid, index=0, status="cancelled"),
+        )
         record = dataclasses.replace(record, status="cancelled", results=results, queue_position=None)
         self.tasks[task_uuid] = record
         return record
@@ -58,8 +65,9 @@ class FakeService:
     def finish(self, task_uuid, video_uuid, seed=7, cost=None):
         """Mark the task done with one successful result."""
         record = self.tasks[task_uuid]
-        result = ResultRecord(task_uuid=task_uuid, index=0, status="success", seed=seed, video_uuid=video_uuid,
-                              cost=cost, progress=1.0)
+        result = ResultRecord(
+            task_uuid=task_uuid, index=0, status="success", seed=seed, video_uuid=video_uuid, cost=cost, progress=1.0
+        )
         self.tasks[task_uuid] = dataclasses.replace(record, status="success", results=(result,), queue_position=None)
 
     async def watch(self, task_uuid, api_key):
@@ -72,7 +80,7 @@ class FakeService:
 
 
 class ArtifactNotFound(KeyError):
-    """Named like farm.artifacts' class: the HTTP face matches the store's errors by name."""
+    """Named like farm.io.artifacts' class: the HTTP face matches the store's errors by name."""
 
 
 class ArtifactExpired(ArtifactNotFound):
@@ -131,8 +139,8 @@ class GatewayThread:
 @pytest.fixture
 def fake_gateway(tmp_path):
     """A gateway over ``FakeService`` with API keys off, real FarmMetrics and fake artifacts."""
+    from farm.gateway.metrics import FarmMetrics
     from farm.gateway.server import Gateway, GatewayConfig
-    from farm.metrics import FarmMetrics
 
     config = GatewayConfig(grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(tmp_path))
     gateway = Gateway(config, service=FakeService(max_queue=3), artifacts=FakeArtifacts(), metrics=FarmMetrics())
@@ -145,7 +153,8 @@ def keyed_gateway(tmp_path):
     """A gateway over ``FakeService`` that requires the keys ``alice`` or ``bob``."""
     from farm.gateway.server import Gateway, GatewayConfig
 
-    config = GatewayConfig(grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(tmp_path),
-                           api_keys=["alice", "bob"])
+    config = GatewayConfig(
+        grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(tmp_path), api_keys=["alice", "bob"]
+    )
     with GatewayThread(Gateway(config, service=FakeService())) as running:
         yield running

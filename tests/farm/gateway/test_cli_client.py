@@ -7,7 +7,7 @@ import subprocess
 import sys
 import uuid
 
-from farm.cli import EXIT_INVALID, main
+from farm.cli.main import EXIT_INVALID, main
 
 
 def test_submit_status_cancel(fake_gateway, make_task, tmp_path, capsys):
@@ -47,7 +47,8 @@ def test_invalid_task_and_unknown_uuid(fake_gateway, make_task, tmp_path, capsys
 
 
 def test_serve_help_lists_the_flags():
-    out = subprocess.run([sys.executable, "-m", "farm.cli", "serve", "--help"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "farm.cli", "serve", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for flag in ("--grpc-port", "--http-port", "--data-dir", "--config", "--ray-address", "--workers"):
         assert flag in out

@@ -23,13 +23,18 @@ from google.protobuf import json_format
 from farm.v1 import farm_pb2, farm_pb2_grpc
 from tests.media import probe
 
-pytest.importorskip("farm.manager")
+pytest.importorskip("farm.scheduler.manager")
 psutil = pytest.importorskip("psutil")
 
 pytestmark = pytest.mark.slow
 
-SMALL = {"width": 256, "height": 144, "duration": 3, "outputFormat": "MP4",
-         "settings": {"audio": False, "promptExtend": False}}
+SMALL = {
+    "width": 256,
+    "height": 144,
+    "duration": 3,
+    "outputFormat": "MP4",
+    "settings": {"audio": False, "promptExtend": False},
+}
 START_TIMEOUT_S = 180
 RENDER_TIMEOUT_S = 300
 
@@ -38,9 +43,26 @@ def _start(data_dir, log_path):
     """``farm serve`` on free ports in its own session (so its whole process group can be killed)."""
     log = open(log_path, "a")
     process = subprocess.Popen(
-        [sys.executable, "-m", "farm.cli", "serve", "--grpc-port", "0", "--http-port", "0", "--host", "127.0.0.1",
-         "--data-dir", str(data_dir), "--workers", "1"],
-        stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "farm.cli",
+            "serve",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--data-dir",
+            str(data_dir),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        start_new_session=True,
     )
     process.log = log
     deadline = time.time() + START_TIMEOUT_S
@@ -103,8 +125,9 @@ def test_sigkill_mid_render_then_restart_finishes_the_task(tmp_path, make_task):
         family = psutil.Process(first.pid).children(recursive=True)
         _kill(first)
         assert first.returncode == -signal.SIGKILL
-        assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], \
+        assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], (
             "processes of the killed gateway (embedded Ray) are still alive"
+        )
 
         second, grpc_port, http_port = _start(data_dir, log_path)
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
@@ -117,8 +140,9 @@ def test_sigkill_mid_render_then_restart_finishes_the_task(tmp_path, make_task):
                 time.sleep(0.5)
                 answer = stub.GetResponse(request, timeout=30)
         # TaskManager resumes interrupted tasks, so this is a success, not merely "failed clearly".
-        assert [(r.status, r.state) for r in answer.data] == [("success", "success")], \
+        assert [(r.status, r.state) for r in answer.data] == [("success", "success")], (
             f"{answer}\nerrors: {list(answer.errors)}\n{log_path.read_text()[-4000:]}"
+        )
         (result,) = answer.data
         assert result.video_url == f"http://127.0.0.1:{http_port}/v1/videos/{result.video_uuid}"
         with urllib.request.urlopen(result.video_url, timeout=30) as response:

@@ -20,12 +20,18 @@ from farm.v1 import farm_pb2, farm_pb2_grpc
 from tests.farm.gateway.conftest import GatewayThread
 from tests.media import probe
 
-pytest.importorskip("farm.manager")
+pytest.importorskip("farm.scheduler.manager")
 
 pytestmark = pytest.mark.slow
 
-SMALL = {"width": 256, "height": 144, "resolution": None, "duration": 3, "outputFormat": "MP4",
-         "settings": {"audio": False, "promptExtend": False}}
+SMALL = {
+    "width": 256,
+    "height": 144,
+    "resolution": None,
+    "duration": 3,
+    "outputFormat": "MP4",
+    "settings": {"audio": False, "promptExtend": False},
+}
 
 
 class Receiver:
@@ -75,16 +81,27 @@ class Receiver:
 def farm_gateway(tmp_path, ray_cluster):
     from farm.gateway.server import Gateway, GatewayConfig
 
-    config = GatewayConfig(grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(tmp_path / "data"),
-                           workers=2, allow_urls=["127.0.0.1"], price_per_gpu_second=0.001)
+    config = GatewayConfig(
+        grpc_port=0,
+        http_port=0,
+        host="127.0.0.1",
+        data_dir=str(tmp_path / "data"),
+        workers=2,
+        allow_urls=["127.0.0.1"],
+        price_per_gpu_second=0.001,
+    )
     with GatewayThread(Gateway(config)) as running:
         yield running
 
 
 def test_submit_watch_poll_download_decode(farm_gateway, make_task, tmp_path):
     receiver = Receiver(fail_first=2)
-    raw = make_task(**SMALL, includeCost=True, webhookURL=f"http://127.0.0.1:{receiver.port}/hook",
-                    uploadEndpoint=f"http://127.0.0.1:{receiver.port}/put")
+    raw = make_task(
+        **SMALL,
+        includeCost=True,
+        webhookURL=f"http://127.0.0.1:{receiver.port}/hook",
+        uploadEndpoint=f"http://127.0.0.1:{receiver.port}/put",
+    )
     raw.pop("resolution")
     task = json_format.ParseDict(raw, farm_pb2.VideoInferenceTask())
     with grpc.insecure_channel(farm_gateway.grpc_target) as channel:
@@ -126,8 +143,11 @@ def test_submit_watch_poll_download_decode(farm_gateway, make_task, tmp_path):
         assert response.status == 206 and response.read() == body[:100]
 
     # The JSON face answers the same result.
-    request = urllib.request.Request(f"{farm_gateway.http_base}/v1", method="POST",
-                                     data=json.dumps([{"taskType": "getResponse", "taskUUID": raw["taskUUID"]}]).encode())
+    request = urllib.request.Request(
+        f"{farm_gateway.http_base}/v1",
+        method="POST",
+        data=json.dumps([{"taskType": "getResponse", "taskUUID": raw["taskUUID"]}]).encode(),
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         (item,) = json.loads(response.read())["data"]
     assert item["videoURL"] == result.video_url and item["seed"] == result.seed
@@ -161,8 +181,9 @@ def test_refused_webhook_url_names_the_field(farm_gateway, make_task):
     with grpc.insecure_channel(farm_gateway.grpc_target) as channel:
         stub = farm_pb2_grpc.VideoInferenceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
-            stub.Submit(farm_pb2.SubmitRequest(tasks=[json_format.ParseDict(raw, farm_pb2.VideoInferenceTask())]),
-                        timeout=30)
+            stub.Submit(
+                farm_pb2.SubmitRequest(tasks=[json_format.ParseDict(raw, farm_pb2.VideoInferenceTask())]), timeout=30
+            )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "webhookURL" in caught.value.details()
     from google.rpc import error_details_pb2
@@ -207,8 +228,14 @@ def test_cancel_frees_the_workers_and_isolation_between_keys(tmp_path, ray_clust
     """Cancel mid-render ends Watch with 'cancelled'; the next task renders; keys see only their tasks."""
     from farm.gateway.server import Gateway, GatewayConfig
 
-    config = GatewayConfig(grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(tmp_path / "data"), workers=1,
-                           api_keys=["alice", "bob"])
+    config = GatewayConfig(
+        grpc_port=0,
+        http_port=0,
+        host="127.0.0.1",
+        data_dir=str(tmp_path / "data"),
+        workers=1,
+        api_keys=["alice", "bob"],
+    )
     alice, bob = (("authorization", "Bearer alice"),), (("authorization", "Bearer bob"),)
     first, second = (make_task(**SMALL) for _ in range(2))
     for raw in (first, second):
@@ -248,8 +275,9 @@ def test_500_submissions_from_50_clients_none_lost(tmp_path, ray_cluster, make_t
 
     from farm.gateway.server import Gateway, GatewayConfig
 
-    config = GatewayConfig(grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(tmp_path / "data"), workers=1,
-                           max_queue=40)
+    config = GatewayConfig(
+        grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(tmp_path / "data"), workers=1, max_queue=40
+    )
     tasks = [make_task(**SMALL) for _ in range(500)]
     for raw in tasks:
         raw.pop("resolution")
@@ -284,7 +312,7 @@ def test_500_submissions_from_50_clients_none_lost(tmp_path, ray_cluster, make_t
 
 
 def test_cli_submit_wait_against_the_real_farm(farm_gateway, make_task, tmp_path, capsys):
-    from farm.cli import main
+    from farm.cli.main import main
 
     raw = make_task(**SMALL, numberResults=2)
     raw.pop("resolution")
@@ -301,14 +329,18 @@ def _wait_done(stub, task_uuid: str, seconds: float = 300):
     deadline = time.time() + seconds
     while True:
         answer = stub.GetResponse(farm_pb2.GetResponseRequest(task_uuid=task_uuid), timeout=30)
-        if (answer.data and all(r.status != "processing" for r in answer.data)) or answer.errors \
-                or time.time() > deadline:
+        if (
+            (answer.data and all(r.status != "processing" for r in answer.data))
+            or answer.errors
+            or time.time() > deadline
+        ):
             return answer
         time.sleep(0.3)
 
 
 def test_conditioned_tasks_through_the_gateway_uploaded_asset_url_and_extending_a_result(
-        farm_gateway, make_task, tmp_path):
+    farm_gateway, make_task, tmp_path
+):
     """An uploaded portrait image as the first frame, a reference image by loopback URL and the
     prompt extended; then that result (by its videoUUID) extended by a second task."""
     import io
@@ -320,33 +352,49 @@ def test_conditioned_tasks_through_the_gateway_uploaded_asset_url_and_extending_
         Image.new("RGB", size, color).save(buffer, "PNG")
         return buffer.getvalue()
 
-    from tests.farm.test_media import serving, static
+    from tests.farm.io.test_media import serving, static
 
-    with serving({"/ref.png": static(png("teal", (64, 64)), "image/png")}) as base, \
-            grpc.insecure_channel(farm_gateway.grpc_target) as channel:
+    with (
+        serving({"/ref.png": static(png("teal", (64, 64)), "image/png")}) as base,
+        grpc.insecure_channel(farm_gateway.grpc_target) as channel,
+    ):
         stub = farm_pb2_grpc.VideoInferenceStub(channel)
-        asset = stub.UploadAsset(iter([farm_pb2.AssetChunk(data=png("red", (1080, 1920)), content_type="image/png")]),
-                                 timeout=30)
-        first = make_task(resolution="1080p", duration=3, positivePrompt="@hero walks into the light",
-                          settings={"audio": False, "promptExtend": True},
-                          inputs={"frameImages": [asset.asset_uuid],
-                                  "referenceImages": [{"type": "image", "tag": "@hero", "images": [f"{base}/ref.png"]}]})
-        stub.Submit(farm_pb2.SubmitRequest(tasks=[json_format.ParseDict(first, farm_pb2.VideoInferenceTask())]),
-                    timeout=30)
+        asset = stub.UploadAsset(
+            iter([farm_pb2.AssetChunk(data=png("red", (1080, 1920)), content_type="image/png")]), timeout=30
+        )
+        first = make_task(
+            resolution="1080p",
+            duration=3,
+            positivePrompt="@hero walks into the light",
+            settings={"audio": False, "promptExtend": True},
+            inputs={
+                "frameImages": [asset.asset_uuid],
+                "referenceImages": [{"type": "image", "tag": "@hero", "images": [f"{base}/ref.png"]}],
+            },
+        )
+        stub.Submit(
+            farm_pb2.SubmitRequest(tasks=[json_format.ParseDict(first, farm_pb2.VideoInferenceTask())]), timeout=30
+        )
         (result,) = _wait_done(stub, first["taskUUID"]).data
         assert result.status == "success", result
-        assert result.extended_prompt.startswith("@hero walks into the light") and \
-            len(result.extended_prompt) > len(first["positivePrompt"])
+        assert result.extended_prompt.startswith("@hero walks into the light") and len(result.extended_prompt) > len(
+            first["positivePrompt"]
+        )
         with urllib.request.urlopen(result.video_url, timeout=60) as response:
             (tmp_path / "first.mp4").write_bytes(response.read())
         info = probe(tmp_path / "first.mp4")
         assert (info.width, info.height, info.frames) == (1080, 1920, 96), "portrait, like the frame image"
 
-        second = make_task(resolution="480p", duration=3, positivePrompt="@clip keeps going",
-                           settings={"audio": False, "promptExtend": False},
-                           inputs={"referenceVideos": [{"type": "extend", "tag": "@clip", "video": result.video_uuid}]})
-        stub.Submit(farm_pb2.SubmitRequest(tasks=[json_format.ParseDict(second, farm_pb2.VideoInferenceTask())]),
-                    timeout=30)
+        second = make_task(
+            resolution="480p",
+            duration=3,
+            positivePrompt="@clip keeps going",
+            settings={"audio": False, "promptExtend": False},
+            inputs={"referenceVideos": [{"type": "extend", "tag": "@clip", "video": result.video_uuid}]},
+        )
+        stub.Submit(
+            farm_pb2.SubmitRequest(tasks=[json_format.ParseDict(second, farm_pb2.VideoInferenceTask())]), timeout=30
+        )
         (extended,) = _wait_done(stub, second["taskUUID"]).data
         assert extended.status == "success", extended
         assert not extended.extended_prompt
@@ -361,13 +409,13 @@ def test_a_task_failing_on_its_media_still_calls_its_webhook_with_the_error(farm
 
     receiver = Receiver()
     corrupt = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64).decode()
-    raw = make_task(**SMALL, webhookURL=f"http://127.0.0.1:{receiver.port}/hook",
-                    inputs={"frameImages": [corrupt]})
+    raw = make_task(**SMALL, webhookURL=f"http://127.0.0.1:{receiver.port}/hook", inputs={"frameImages": [corrupt]})
     raw.pop("resolution")
     with grpc.insecure_channel(farm_gateway.grpc_target) as channel:
         stub = farm_pb2_grpc.VideoInferenceStub(channel)
-        stub.Submit(farm_pb2.SubmitRequest(tasks=[json_format.ParseDict(raw, farm_pb2.VideoInferenceTask())]),
-                    timeout=30)
+        stub.Submit(
+            farm_pb2.SubmitRequest(tasks=[json_format.ParseDict(raw, farm_pb2.VideoInferenceTask())]), timeout=30
+        )
         answer = _wait_done(stub, raw["taskUUID"], 60)
     assert answer.data[0].status == "error"
     assert answer.errors[0].parameter == "inputs.frameImages[0]"

@@ -106,7 +106,8 @@ def test_batch_submit_reports_per_task_errors(fake_gateway, make_task):
         answer = stub.Submit(farm_pb2.SubmitRequest(tasks=[good, bad]), timeout=10)
     assert [a.task_uuid for a in answer.data] == [good.task_uuid]
     assert [(e.code, e.parameter, e.task_uuid) for e in answer.errors] == [
-        ("invalidParameter", "outputQuality", bad.task_uuid)]
+        ("invalidParameter", "outputQuality", bad.task_uuid)
+    ]
 
 
 def test_duplicate_unknown_and_full_queue(fake_gateway, make_task):
@@ -155,8 +156,10 @@ def test_api_keys_and_isolation(keyed_gateway, make_task):
 def test_upload_asset_stores_the_bytes(fake_gateway, tmp_path):
     channel, stub = _stub(fake_gateway.grpc_target)
     payload = bytes(range(256)) * 1000
-    chunks = [farm_pb2.AssetChunk(data=payload[:100_000], content_type="image/png", filename="a.png"),
-              farm_pb2.AssetChunk(data=payload[100_000:])]
+    chunks = [
+        farm_pb2.AssetChunk(data=payload[:100_000], content_type="image/png", filename="a.png"),
+        farm_pb2.AssetChunk(data=payload[100_000:]),
+    ]
     with channel:
         ack = stub.UploadAsset(iter(chunks), timeout=10)
     uuid.UUID(ack.asset_uuid)
@@ -170,4 +173,4 @@ def test_grpc_requests_are_counted(fake_gateway, make_task):
         with pytest.raises(grpc.RpcError):
             stub.GetResponse(farm_pb2.GetResponseRequest(task_uuid=str(uuid.uuid4())), timeout=10)
     body, _ = fake_gateway.gateway.metrics.exposition()
-    assert b'method="GetResponse"' in body and b'NOT_FOUND' in body
+    assert b'method="GetResponse"' in body and b"NOT_FOUND" in body

@@ -15,8 +15,12 @@ from tests.farm.gateway.conftest import FakeArtifact
 
 def _request(url, body=None, *, method=None, headers=None):
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method or ("POST" if data else "GET"),
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method=method or ("POST" if data else "GET"),
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, dict(response.headers), response.read()
@@ -57,8 +61,9 @@ def test_validation_errors_in_the_platform_shape(fake_gateway, make_task):
 
 def test_mixed_batch_and_unknown_task_type(fake_gateway, make_task):
     good = make_task()
-    status, _, answer = _post(fake_gateway.http_base, [good, make_task(duration=99),
-                                                       {"taskType": "imageInference", "taskUUID": "x"}])
+    status, _, answer = _post(
+        fake_gateway.http_base, [good, make_task(duration=99), {"taskType": "imageInference", "taskUUID": "x"}]
+    )
     assert status == 200
     assert [d["taskUUID"] for d in answer["data"]] == [good["taskUUID"]]
     assert [e["parameter"] for e in answer["errors"]] == ["duration", "taskType"]
@@ -124,8 +129,8 @@ def test_metrics_and_healthz(fake_gateway, make_task):
 
 def test_ttl_expiry_answers_410_and_the_sweeper_deletes_the_file(tmp_path, make_task):
     """The real LocalArtifactStore behind the gateway, with a clock the test moves past the ttl."""
-    from farm.artifacts import LocalArtifactStore
     from farm.gateway.server import Gateway, GatewayConfig
+    from farm.io.artifacts import LocalArtifactStore
     from tests.farm.gateway.conftest import FakeService, GatewayThread
 
     now = [1000.0]

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
-from farm import proto_gen
-from farm.gateway import task_message_to_dict
+from farm.domain.validation import parse_task
+from farm.gateway import proto_gen
+from farm.gateway.wire import task_message_to_dict
 from farm.v1 import farm_pb2
-from farm.validation import parse_task
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples").glob("*.json"))
 
@@ -21,7 +21,7 @@ def test_generated_code_is_current(tmp_path):
     for name in proto_gen.GENERATED:
         committed = (proto_gen.REPO_ROOT / "farm" / "v1" / name).read_text()
         fresh = (tmp_path / "farm" / "v1" / name).read_text()
-        assert committed == fresh, f"farm/v1/{name} is stale: run `python -m farm.proto_gen`"
+        assert committed == fresh, f"farm/v1/{name} is stale: run `python -m farm.gateway.proto_gen`"
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -48,8 +48,14 @@ def test_every_seed_field_has_the_seed_name():
         "ttl": 3600,
         "includeCost": True,
         "inputs": {
-            "referenceImages": [{"type": "image", "images": ["https://example.com/a.png"], "tag": "@actor",
-                                 "audio": "https://example.com/v.wav"}],
+            "referenceImages": [
+                {
+                    "type": "image",
+                    "images": ["https://example.com/a.png"],
+                    "tag": "@actor",
+                    "audio": "https://example.com/v.wav",
+                }
+            ],
         },
         "numberResults": 2,
         "model": "skywork:skyreels@v4",
@@ -67,8 +73,15 @@ def test_every_seed_field_has_the_seed_name():
 
 
 def test_frame_images_take_both_seed_forms():
-    raw = {"inputs": {"frameImages": ["https://example.com/a.png", {"image": "https://example.com/b.png", "frame": 10},
-                                      {"image": "https://example.com/c.png", "frame": "last"}]}}
+    raw = {
+        "inputs": {
+            "frameImages": [
+                "https://example.com/a.png",
+                {"image": "https://example.com/b.png", "frame": 10},
+                {"image": "https://example.com/c.png", "frame": "last"},
+            ]
+        }
+    }
     message = json_format.ParseDict(raw, farm_pb2.VideoInferenceTask())
     items = message.inputs.frame_images
     assert items[0].string_value == "https://example.com/a.png"
@@ -85,10 +98,14 @@ def test_absent_differs_from_zero():
 
 
 def test_inputs_mask_survives_the_grpc_to_json_conversion(make_task):
-    task = make_task(inputs={"referenceVideos": [{"type": "reference", "tag": "@clip",
-                                                  "video": "https://example.com/clip.mp4"}],
-                             "mask": "https://example.com/mask.png"},
-                     positivePrompt="Make @clip a lighthouse at night", settings={"audio": False})
+    task = make_task(
+        inputs={
+            "referenceVideos": [{"type": "reference", "tag": "@clip", "video": "https://example.com/clip.mp4"}],
+            "mask": "https://example.com/mask.png",
+        },
+        positivePrompt="Make @clip a lighthouse at night",
+        settings={"audio": False},
+    )
     message = json_format.ParseDict(task, farm_pb2.VideoInferenceTask())
     assert message.inputs.mask == "https://example.com/mask.png"
     back = task_message_to_dict(message)

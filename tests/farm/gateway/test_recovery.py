@@ -8,14 +8,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import grpc
 import pytest
 
-from farm.lifecycle import ResultRecord
-from farm.store import TaskStore
+from farm.domain.records import ResultRecord
+from farm.scheduler.store import TaskStore
 from farm.v1 import farm_pb2, farm_pb2_grpc
 from tests.farm.gateway.conftest import GatewayThread
 from tests.farm.gateway.test_end_to_end import Receiver
@@ -33,7 +32,7 @@ def wait_for(predicate, timeout: float = 60.0):
 
 def test_deliveries_cut_off_by_a_restart_are_retried_on_start(tmp_path, ray_cluster, make_task):
     from farm.gateway.server import Gateway, GatewayConfig
-    from farm.manager import canonical_body
+    from farm.scheduler.manager import canonical_body
 
     receiver = Receiver()
     base = f"http://127.0.0.1:{receiver.port}"
@@ -49,18 +48,43 @@ def test_deliveries_cut_off_by_a_restart_are_retried_on_start(tmp_path, ray_clus
     for task in (pending, done):
         store.insert_task(task["taskUUID"], None, canonical_body(task), base_seed=5, seeds=[5], status="success")
         store.update_task_status(task["taskUUID"], "success")
-    store.upsert_result(ResultRecord(task_uuid=pending["taskUUID"], index=0, status="success", seed=5,
-                                     video_uuid="v-pending", progress=1.0, upload_status="pending",
-                                     webhook_status="pending"), path=video)
-    store.upsert_result(ResultRecord(task_uuid=done["taskUUID"], index=0, status="success", seed=5,
-                                     video_uuid="v-done", progress=1.0, webhook_status="delivered"), path=video)
+    store.upsert_result(
+        ResultRecord(
+            task_uuid=pending["taskUUID"],
+            index=0,
+            status="success",
+            seed=5,
+            video_uuid="v-pending",
+            progress=1.0,
+            upload_status="pending",
+            webhook_status="pending",
+        ),
+        path=video,
+    )
+    store.upsert_result(
+        ResultRecord(
+            task_uuid=done["taskUUID"],
+            index=0,
+            status="success",
+            seed=5,
+            video_uuid="v-done",
+            progress=1.0,
+            webhook_status="delivered",
+        ),
+        path=video,
+    )
     store.close()
 
-    config = GatewayConfig(grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(data), workers=1,
-                           allow_urls=["127.0.0.1"])
+    config = GatewayConfig(
+        grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(data), workers=1, allow_urls=["127.0.0.1"]
+    )
     with GatewayThread(Gateway(config)) as running:
-        record = wait_for(lambda: (r := running.gateway.manager.get(pending["taskUUID"], None).results[0])
-                          .webhook_status == "delivered" and r)
+        record = wait_for(
+            lambda: (
+                (r := running.gateway.manager.get(pending["taskUUID"], None).results[0]).webhook_status == "delivered"
+                and r
+            )
+        )
         assert record.upload_status == "delivered"
     assert [body for _, body in receiver.uploads] == [video.read_bytes()]
     assert len(receiver.calls) == 1  # the already-delivered webhook is not sent again
@@ -76,9 +100,9 @@ def media_gateway(tmp_path):
     """A keyed gateway (alice, bob) over a TaskManager whose render resolves the task's media
     inputs with the resolver the manager builds, as ``render_task`` does before rendering."""
     from farm.gateway.server import Gateway, GatewayConfig, GuardedService
-    from farm.manager import TaskManager
-    from farm.media import resolve_inputs
-    from farm.urlguard import UrlGuard
+    from farm.io.media import resolve_inputs
+    from farm.io.urlguard import UrlGuard
+    from farm.scheduler.manager import TaskManager
 
     def render(task, pool, out_dir, *, resolver=None, **_):
         resolve_inputs(task, resolver)
@@ -92,8 +116,14 @@ def media_gateway(tmp_path):
 
     data = tmp_path / "data"
     guard = UrlGuard(["127.0.0.1"])
-    manager = TaskManager(TaskStore(data / "tasks.db"), pool_factory=Pool, out_dir=data / "out", render=render,
-                          url_guard=guard, assets_dir=data / "assets")
+    manager = TaskManager(
+        TaskStore(data / "tasks.db"),
+        pool_factory=Pool,
+        out_dir=data / "out",
+        render=render,
+        url_guard=guard,
+        assets_dir=data / "assets",
+    )
     manager.start()
     config = GatewayConfig(grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(data), api_keys=["alice", "bob"])
     with GatewayThread(Gateway(config, service=GuardedService(manager, guard))) as running:
@@ -111,8 +141,9 @@ def _frame_task(make_task, image: str) -> farm_pb2.SubmitRequest:
 
 def _poll_error(stub, task_uuid, key):
     def failed():
-        response = stub.GetResponse(farm_pb2.GetResponseRequest(task_uuid=task_uuid),
-                                    metadata=[("authorization", f"Bearer {key}")])
+        response = stub.GetResponse(
+            farm_pb2.GetResponseRequest(task_uuid=task_uuid), metadata=[("authorization", f"Bearer {key}")]
+        )
         return response if response.errors else None
 
     return wait_for(failed, timeout=30)
@@ -122,8 +153,10 @@ def test_another_keys_asset_as_a_frame_image_fails_naming_the_field(media_gatewa
     with grpc.insecure_channel(media_gateway.grpc_target) as channel:
         stub = farm_pb2_grpc.VideoInferenceStub(channel)
         png = _png()
-        ack = stub.UploadAsset(iter([farm_pb2.AssetChunk(data=png, content_type="image/png")]),
-                               metadata=[("authorization", "Bearer alice")])
+        ack = stub.UploadAsset(
+            iter([farm_pb2.AssetChunk(data=png, content_type="image/png")]),
+            metadata=[("authorization", "Bearer alice")],
+        )
         task, request = _frame_task(make_task, ack.asset_uuid)
         stub.Submit(request, metadata=[("authorization", "Bearer bob")])
         response = _poll_error(stub, task["taskUUID"], "bob")

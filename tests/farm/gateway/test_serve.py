@@ -14,7 +14,7 @@ import urllib.request
 import grpc
 import pytest
 
-pytest.importorskip("farm.manager")
+pytest.importorskip("farm.scheduler.manager")
 
 pytestmark = pytest.mark.slow
 
@@ -25,9 +25,27 @@ def test_serve_binds_free_ports_requires_keys_and_stops_on_sigterm(tmp_path, mak
     config = tmp_path / "farm.yaml"
     config.write_text("api_keys: [k1]\nmax_queue: 5\npublic_base_url: https://videos.example.com\n")
     process = subprocess.Popen(
-        [sys.executable, "-m", "farm.cli", "serve", "--grpc-port", "0", "--http-port", "0", "--host", "127.0.0.1",
-         "--data-dir", str(tmp_path / "data"), "--config", str(config), "--workers", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "farm.cli",
+            "serve",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--config",
+            str(config),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         line = ""
@@ -48,8 +66,9 @@ def test_serve_binds_free_ports_requires_keys_and_stops_on_sigterm(tmp_path, mak
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{http_port}/v1", data=body), timeout=10)
         assert caught.value.code == 401
-        request = urllib.request.Request(f"http://127.0.0.1:{http_port}/v1", data=body,
-                                         headers={"Authorization": "Bearer k1"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{http_port}/v1", data=body, headers={"Authorization": "Bearer k1"}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert json.loads(response.read())["data"][0]["taskType"] == "videoInference"
     finally:

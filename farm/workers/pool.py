@@ -1,0 +1,99 @@
+"""The pool of worker actors a render runs on, and its replacement policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ray
+
+from farm.workers.actors import AudioWorker, VideoWorker
+from models.base import ModelProfile
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig:
+    """How many workers to run and what each asks Ray for."""
+
+    #: Video worker actors (one chunk at a time each).
+    video_workers: int = 2
+    #: GPUs per video worker: 1 on a GPU node, 0 on a CPU-only machine.
+    gpus_per_worker: float = 0.0
+    #: Logical CPUs per actor (scheduling only).
+    cpus_per_worker: float = 1.0
+    #: torch intra-op threads in each actor (None: torch's default).
+    torch_threads: int | None = 1
+    #: Start the dedicated audio worker (profiles without audio never start it).
+    audio_worker: bool = True
+    #: How many dead workers the pool replaces before a render gives up.
+    max_replacements: int = 8
+
+    def __post_init__(self) -> None:
+        if self.video_workers < 1:
+            raise ValueError(f"video_workers must be >= 1, got {self.video_workers}")
+        if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
+            raise ValueError(
+                f"resources must be >= 0, got gpus_per_worker={self.gpus_per_worker}, "
+                f"cpus_per_worker={self.cpus_per_worker}"
+            )
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1 or None, got {self.torch_threads}")
+
+
+class WorkerPool:
+    """Video worker actors plus one audio actor, all loaded with the same profile.
+
+    ``replace`` swaps a dead video worker for a fresh one (up to ``max_replacements`` times), so a
+    lost chunk can be rendered again by the surviving or new workers.
+    """
+
+    def __init__(self, profile: ModelProfile, config: WorkerConfig | None = None):
+        self.profile = profile
+        self.config = config or WorkerConfig()
+        self._video_cls = ray.remote(VideoWorker).options(
+            num_cpus=self.config.cpus_per_worker, num_gpus=self.config.gpus_per_worker
+        )
+        self.video_workers = [self._new_video_worker() for _ in range(self.config.video_workers)]
+        self.audio_worker = None
+        if self.config.audio_worker and profile.audio_factory is not None:
+            # Audio models are small next to video ones: the audio actor shares a GPU fractionally.
+            audio_gpus = min(self.config.gpus_per_worker, 0.25)
+            self._audio_cls = ray.remote(AudioWorker).options(num_cpus=self.config.cpus_per_worker, num_gpus=audio_gpus)
+            self.audio_worker = self._audio_cls.remote(profile, self.config.torch_threads)
+        self.replacements = 0
+
+    def _new_video_worker(self):
+        return self._video_cls.remote(self.profile, self.config.torch_threads)
+
+    def wait_ready(self) -> float:
+        """Block until every actor has loaded its model; returns the slowest load in seconds."""
+        refs = [w.ready.remote() for w in self.video_workers]
+        if self.audio_worker is not None:
+            refs.append(self.audio_worker.ready.remote())
+        return max(ray.get(refs))
+
+    def replace(self, dead) -> object | None:
+        """Drop ``dead`` and start a replacement; None once the replacement budget is spent."""
+        if dead in self.video_workers:
+            self.video_workers.remove(dead)
+        if self.replacements >= self.config.max_replacements:
+            return None
+        self.replacements += 1
+        fresh = self._new_video_worker()
+        self.video_workers.append(fresh)
+        return fresh
+
+    def replace_audio(self) -> object | None:
+        """Start a fresh audio actor after the old one died; None once the budget is spent."""
+        if self.audio_worker is None or self.replacements >= self.config.max_replacements:
+            return None
+        self.replacements += 1
+        self.audio_worker = self._audio_cls.remote(self.profile, self.config.torch_threads)
+        return self.audio_worker
+
+    def shutdown(self) -> None:
+        """Kill every actor of the pool."""
+        for actor in [*self.video_workers, self.audio_worker]:
+            if actor is not None:
+                ray.kill(actor)
+        self.video_workers = []
+        self.audio_worker = None
