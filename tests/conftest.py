@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import copy
+import os
 import uuid
 
 import pytest
+
+# Triton runs the kernels/ twins on CPU tensors only through its interpreter, and decides at import
+# time: set before anything (diffusers, torch) can import triton. Nothing else here uses triton.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 BASE_TASK = {
     "taskType": "videoInference",
