@@ -184,6 +184,11 @@ class ModelProfile:
     prompt_extender_factory: Callable[[], PromptExtender] | None = field(default=None, repr=False)
     #: Builds the ``safety.checkContent`` checker (None: the profile cannot check content).
     safety_factory: Callable[[], SafetyChecker] | None = field(default=None, repr=False)
+    #: Whether the video backend takes conditioning (keyframes, masks, reference images, the
+    #: previous chunk's tail): a VACE pipeline does, a text-to-video one does not.
+    takes_conditioning: bool = False
+    #: How a result's chunks are rendered unless the task says (``settings.chunkMode``).
+    chunk_mode: str = "parallel"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def native_size(self, width: int, height: int) -> tuple[int, int]:

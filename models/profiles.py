@@ -62,6 +62,8 @@ TINY_SAFETY_THRESHOLD = 0.5
 #: Video pipeline classes a real-weight profile may name (kept in step with ``models.wan.VIDEO_PIPELINES``,
 #: which is not imported here because it pulls in diffusers).
 VIDEO_PIPELINES = ("WanPipeline", "WanVACEPipeline", "SkyReelsV2DiffusionForcingPipeline")
+#: Those of ``VIDEO_PIPELINES`` that take conditioning (keyframes, masks, reference images).
+CONDITIONING_PIPELINES = ("WanVACEPipeline",)
 
 #: Temporal stride of the Wan VAE, shared by every supported video pipeline.
 WAN_TEMPORAL_STRIDE = 4
@@ -122,6 +124,7 @@ def tiny_profile(model_id: str = DEFAULT_MODEL, seed: int = DEFAULT_SEED) -> Mod
         audio_factory=functools.partial(tiny_audio_backend, seed),
         prompt_extender_factory=TemplateExtender,
         safety_factory=functools.partial(tiny_safety_checker, seed),
+        takes_conditioning=True,
         extra={"tiny": True, "seed": seed},
     )
 
@@ -277,6 +280,8 @@ def wan_profile(
         audio_factory=audio_factory,
         prompt_extender_factory=prompt_extender_factory,
         safety_factory=safety_factory,
+        takes_conditioning=pipeline in CONDITIONING_PIPELINES,
+        chunk_mode=str((extra or {}).get("chunk_mode", "parallel")),
         extra={
             "pipeline": pipeline,
             "weights": weights,
