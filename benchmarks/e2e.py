@@ -58,7 +58,7 @@ def warm(task_path: Path, workers: int) -> dict:
     import torch
 
     from farm.domain.validation import parse_task
-    from farm.render.driver import render_task
+    from farm.scheduler.local import render_task
     from farm.workers.cluster import connect_ray
     from farm.workers.pool import WorkerConfig, WorkerPool
     from models.profiles import get_profile

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-import farm.render.driver
+import farm.io.encode
 from benchmarks._common import machine, task
 from farm.domain.validation import parse_task
-from farm.render.driver import render_task
+from farm.scheduler.local import render_task
 from farm.workers.cluster import connect_ray
 from farm.workers.pool import WorkerConfig, WorkerPool
 from models.profiles import get_profile
@@ -57,8 +57,8 @@ class CountingSink:
 
 def timed(pool: WorkerPool, spec: dict, out: Path, repeats: int, encode: bool) -> tuple[float, float, int]:
     """Best wall time over ``repeats`` renders, with the model seconds and chunk count of that run."""
-    real = farm.render.driver.ResultEncoder
-    farm.render.driver.ResultEncoder = real if encode else CountingSink
+    real = farm.io.encode.ResultEncoder
+    farm.io.encode.ResultEncoder = real if encode else CountingSink
     try:
         render_task(parse_task(spec), pool, out, base_seed=0)  # warm-up: first calls allocate
         best, model_s, chunks = math.inf, 0.0, 0
@@ -70,7 +70,7 @@ def timed(pool: WorkerPool, spec: dict, out: Path, repeats: int, encode: bool) -
                 best, model_s, chunks = wall, result.timings.model_s, result.chunks
         return best, model_s, chunks
     finally:
-        farm.render.driver.ResultEncoder = real
+        farm.io.encode.ResultEncoder = real
 
 
 def main() -> None:

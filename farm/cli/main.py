@@ -241,7 +241,7 @@ def _render(args: argparse.Namespace) -> int:
         return EXIT_INVALID
 
     from farm.render.conditioning import extend_lead_frames
-    from farm.render.driver import plan_task, render_task
+    from farm.scheduler.local import plan_task, render_task
     from farm.workers.cluster import connect_ray
     from farm.workers.pool import WorkerConfig, WorkerPool
     from models.profiles import get_profile
@@ -274,7 +274,9 @@ def _render(args: argparse.Namespace) -> int:
                         video_workers=args.workers,
                         gpus_per_worker=args.gpus_per_worker,
                         torch_threads=args.torch_threads,
-                        audio_worker=profile.audio_factory is not None,
+                        # Start only what the work needs: no audio model for audio-less tasks.
+                        audio_worker=profile.audio_factory is not None
+                        and any(t.settings.audio and t.model == task.model for t in tasks),
                     ),
                 )
                 # No wait for the models to load: chunks queue on the actors and start as soon as

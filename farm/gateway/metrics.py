@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
-    # farm.render.driver pulls in torch; the gateway process should not need it to count requests.
-    from farm.render.driver import RenderResult
+    # farm.render.results is torch-free, but keep the gateway light anyway; the gateway process should not need it to count requests.
+    from farm.render.results import RenderResult
 
 __all__ = ["FarmMetrics", "TASK_STATUSES", "STAGES", "DELIVERY_KINDS"]
 

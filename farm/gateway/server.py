@@ -144,7 +144,7 @@ class GuardedService:
         if urls:
             # Validate with the manager's own model list (TaskManager keeps it privately; None
             # means the validator's default), so this pre-check never disagrees with submit.
-            known = getattr(self.service, "_known_models", None)
+            known = getattr(self.service, "known_models", None)
             # Every rule first, so an invalid task lists all its violations, not just the URL.
             parse_task(raw_task, **({"known_models": known} if known else {}))
             for name, url in urls:
@@ -214,7 +214,6 @@ class Gateway:
         from farm.scheduler.manager import TaskManager
         from farm.scheduler.store import TaskStore
         from farm.workers.cluster import connect_ray
-        from farm.workers.pool import WorkerConfig, WorkerPool
 
         data = Path(self.config.data_dir)
         data.mkdir(parents=True, exist_ok=True)
@@ -234,22 +233,30 @@ class Gateway:
                     profile.extra.get("pipeline"),
                     profile.extra.get("weights"),
                 )
-        workers, gpus = self.config.workers, self.config.gpus_per_worker
-        connect_ray(self.config.ray_address, min_cpus=workers + 1)
-
-        def pool_factory(profile):
-            return WorkerPool(
-                profile,
-                WorkerConfig(
-                    video_workers=workers, gpus_per_worker=gpus, audio_worker=profile.audio_factory is not None
-                ),
-            )
-
+        gpus = self.config.gpus_per_worker
+        finishers = getattr(self.config, "finishers", 1)
+        # Embedded Ray: enough logical CPUs for every video worker, the audio worker and the
+        # finishers (the OS shares the real cores); a cluster brings its own.
+        connect_ray(self.config.ray_address, min_cpus=self.config.workers + 1 + finishers)
         from farm.io.urlguard import UrlGuard
+        from farm.render.executor import MediaConfig
+        from farm.scheduler.actor import ActorClient
+        from farm.scheduler.core import scheduler_config
+        from models.profiles import get_profile
 
+        profiles = {model_id: get_profile(model_id) for model_id in known_models()}
+        config = scheduler_config(self.config)
+        warm = [m for m in profiles if config.pool_policy(m).min_workers > 0]
+        client = ActorClient(
+            profiles,
+            config,
+            name=getattr(self.config, "scheduler_name", "farm-scheduler"),
+            finishers=finishers,
+            warm=warm,
+        )
         self.manager = TaskManager(
             TaskStore(data / "tasks.db"),
-            pool_factory=pool_factory,
+            scheduler=client,
             out_dir=data / "out",
             max_queue=self.config.max_queue,
             artifacts=self.artifacts,
@@ -258,10 +265,13 @@ class Gateway:
             price_per_gpu_second=self.config.price_per_gpu_second,
             gpus_per_worker=gpus,
             # Every registered profile (the embedded default and any loaded ones) is a valid model.
-            known_models=tuple(known_models()),
-            # Media inputs are fetched under the same allow-list as webhooks and uploads.
-            url_guard=UrlGuard(self.config.allow_urls),
-            assets_dir=data / "assets",
+            known_models=tuple(profiles),
+            # Media inputs are fetched as each task's owner, under the webhooks' allow-list.
+            media=MediaConfig(
+                allow_urls=tuple(self.config.allow_urls),
+                assets_dir=str(data / "assets"),
+                artifacts_dir=str(data / "artifacts"),
+            ),
         )
         self.service = GuardedService(self.manager, UrlGuard(self.config.allow_urls))
 
@@ -439,9 +449,12 @@ class Gateway:
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.manager is not None:
-            # The running task is interrupted and stays queued in the store: the next start resumes it.
-            # The pools are this gateway's: free their actors (and Ray CPUs/GPUs) for whoever comes next.
-            await asyncio.to_thread(functools.partial(self.manager.stop, shutdown_pools=True))
+            # On a cluster the scheduler goes on rendering (a restarted gateway picks its tasks up);
+            # with the embedded Ray it stops with us, and the next start hands unfinished tasks over
+            # again from the store.
+            await asyncio.to_thread(
+                functools.partial(self.manager.stop, shutdown_scheduler=self.config.ray_address is None)
+            )
         if self._grpc_server is not None:
             await self._grpc_server.stop(grace)
         if self._http_runner is not None:

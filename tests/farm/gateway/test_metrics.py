@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import farm.gateway.metrics
 from farm.gateway.metrics import FarmMetrics
-from farm.render.driver import RenderResult, ResultTimings
+from farm.render.results import RenderResult, ResultTimings
 
 EXPECTED_NAMES = {
     "farm_tasks_submitted_total",

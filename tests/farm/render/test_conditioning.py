@@ -27,7 +27,7 @@ from farm.domain.validation import parse_task
 from farm.io.media import MediaResolver, decode_video, resolve_inputs
 from farm.io.urlguard import UrlGuard
 from farm.render.conditioning import build_conditioning, output_size
-from farm.render.driver import render_task
+from farm.scheduler.local import render_task
 from farm.workers.pool import WorkerConfig, WorkerPool
 from models.profiles import get_profile
 from tests.backends import WrappedTinyBackend
@@ -257,7 +257,8 @@ def test_sequential_chunks_continue_the_previous_chunks_last_frames(recording_po
 def test_a_text_only_model_refuses_media_inputs_naming_the_field(ray_cluster, tmp_path):
     from models.profiles import tiny_profile
 
-    profile = dataclasses.replace(tiny_profile(), video_factory=_plain_wan_backend)
+    # A plain WanPipeline profile says it takes no conditioning (models.profiles.wan_profile does).
+    profile = dataclasses.replace(tiny_profile(), video_factory=_plain_wan_backend, takes_conditioning=False)
     pool = WorkerPool(profile, WorkerConfig(video_workers=1, audio_worker=False))
     try:
         task = task_of({"frameImages": [png("red")]}, settings={"audio": False})
@@ -360,20 +361,27 @@ def test_editing_with_a_mask_carries_the_input_audio(pool, tmp_path):
 
 def test_a_cancelled_renders_audio_job_stops_at_the_next_step(ray_cluster):
     from farm.domain.errors import TaskCancelledError
-    from farm.workers.actors import AudioWorker, cancel_flags
-    from models.base import AudioRequest
+    from farm.workers.actors import AudioWorker
+    from farm.workers.cancel import cancel_flags
+    from farm.workers.messages import AudioWork
 
     worker = ray.remote(AudioWorker).options(num_cpus=0).remote(get_profile(DEFAULT_MODEL))
     flags = cancel_flags()
     token = f"test/{uuid.uuid4()}"
     ray.get(flags.cancel.remote(token))
-    request = AudioRequest(prompt="rain", duration_s=1.0, seed=1, num_inference_steps=50)
+    work = AudioWork(
+        task_uuid="t", result_index=0, prompt="rain", duration_s=1.0, seed=1, num_inference_steps=50, cancel_token=token
+    )
     try:
         with pytest.raises(TaskCancelledError, match="step 1/50"):
-            ray.get(worker.render.remote(0, request, token, flags))
+            ray.get(worker.audio.options(num_returns=2).remote(work)[1])
         # without a cancelled token the same call renders
-        output = ray.get(worker.render.remote(0, dataclasses.replace(request, num_inference_steps=2)))
-        assert output.samples.shape[1] >= output.sample_rate
+        meta, samples = ray.get(
+            worker.audio.options(num_returns=2).remote(
+                dataclasses.replace(work, num_inference_steps=2, cancel_token=None)
+            )
+        )
+        assert samples.shape[1] >= meta.sample_rate
     finally:
         ray.get(flags.clear.remote(token))
         ray.kill(worker)

@@ -17,7 +17,8 @@ from ray import cloudpickle
 
 from farm.domain.errors import RenderError
 from farm.domain.validation import parse_task
-from farm.render.driver import RenderEvent, render_task
+from farm.render.results import RenderEvent
+from farm.scheduler.local import render_task
 from farm.workers.pool import WorkerConfig, WorkerPool
 from models.profiles import get_profile
 from tests.backends import WrappedTinyBackend

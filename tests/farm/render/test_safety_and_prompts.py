@@ -15,7 +15,7 @@ import pytest
 from farm.domain.constants import DEFAULT_MODEL
 from farm.domain.errors import SafetyError, TaskValidationError
 from farm.domain.validation import parse_task
-from farm.render.driver import render_task
+from farm.scheduler.local import render_task
 from farm.workers.pool import WorkerConfig, WorkerPool
 from models.profiles import get_profile, tiny_safety_checker
 from tests.media import probe

@@ -19,7 +19,7 @@ from ray import cloudpickle
 
 from farm.domain.errors import DuplicateTaskError, QueueFullError, TaskNotFoundError, TaskValidationError
 from farm.domain.records import TaskRecord
-from farm.render.driver import RenderEvent, RenderResult, ResultTimings, result_seeds
+from farm.render.results import RenderEvent, RenderResult, ResultTimings, result_seeds
 from farm.scheduler.manager import TaskManager
 from farm.scheduler.store import TaskStore
 
@@ -441,7 +441,7 @@ def test_render_task_should_cancel_stops_workers_and_the_flag_actor_can_be_shut_
 
     from farm.domain.errors import TaskCancelledError
     from farm.domain.validation import parse_task
-    from farm.render.driver import render_task
+    from farm.scheduler.local import render_task
     from farm.workers.actors import CANCEL_FLAGS_ACTOR, CANCEL_FLAGS_NAMESPACE, shutdown_cancel_flags
 
     task = parse_task(make_task(settings={"audio": False}, duration=5))

@@ -1,0 +1,312 @@
+"""``RayExecutor``: runs the scheduler's decisions on Ray actors and reports what happened.
+
+* Workers are ``VideoWorker`` / ``AudioWorker`` actors (``farm.workers.actors``) with the pool's
+  resources; a new worker is usable once its ``ready`` call returns (``WorkerReady``).
+* A chunk is one actor call with two returns: small ``ChunkMeta`` (read here) and the frames
+  (never read here: the reference goes to the finisher). A worker process that dies turns its
+  unit into ``UnitFailed(worker_lost=True)``.
+* Media inputs are prepared by a Ray task on CPU (``farm.render.prepare``), off the GPUs.
+* Finishing (stitch, resize, encode, atomic file write) runs either in ``FinisherActor`` s on CPU
+  (``finishing="actors"``: the gateway's farm, so no frame reaches the gateway process) or in
+  threads of this process (``finishing="local"``: ``farm render``, which also gets ``on_frames``).
+
+Every call returns at once; ``poll`` waits for whatever finishes next. Torch-free at import: the
+actor classes are imported by the processes that run them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from farm.domain.errors import TaskCancelledError
+from farm.render.executor import (
+    AudioDone,
+    ChunkDone,
+    Encoded,
+    Finished,
+    FinishSpec,
+    MediaConfig,
+    Outcome,
+    PoolSpec,
+    Prepared,
+    PromptDone,
+    ResultKey,
+    StepReport,
+    UnitFailed,
+    WorkerFailed,
+    WorkerReady,
+)
+from farm.workers.cancel import cancel_flags
+from farm.workers.messages import AudioWork, ChunkWork, PromptWork
+
+log = logging.getLogger(__name__)
+
+#: How often the executor asks the ``CancelFlags`` actor for the denoising steps in flight.
+PROGRESS_POLL_S = 0.5
+
+
+def unwrap(error: BaseException) -> BaseException:
+    """The error a remote call raised, without Ray's wrapper (``TaskCancelledError`` stays itself)."""
+    if isinstance(error, RayTaskError):
+        cause = error.cause
+        if cause is not None:
+            return cause
+    return error
+
+
+class RayExecutor:
+    """The real ``Executor`` (``farm.render.executor``) on Ray actors.
+
+    ``finishing`` chooses where results are stitched and encoded (see the module docstring);
+    ``finishers`` is how many ``FinisherActor`` s share the results (each takes one CPU).
+    ``on_frames`` (local finishing only) sees every final frame before the encoder.
+    ``resolver_for`` (local only) builds a task's ``MediaResolver`` in this process instead of
+    preparing inputs in a Ray task (the Python API passes live resolvers).
+    """
+
+    def __init__(
+        self,
+        *,
+        finishing: Literal["actors", "local"] = "actors",
+        finishers: int = 1,
+        finisher_cpus: float = 1.0,
+        on_frames: Callable | None = None,
+        resolver_for: Callable[[MediaConfig], Any] | None = None,
+    ):
+        self._ids = itertools.count(1)
+        self._actors: dict[str, Any] = {}
+        self._pids: dict[str, int] = {}
+        #: ref -> (what, context)
+        self._pending: dict[Any, tuple[str, Any]] = {}
+        self._local: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._flags = cancel_flags()
+        self._progress_ref: Any = None
+        self._progress_asked = 0.0
+        self._finishing = finishing
+        self._resolver_for = resolver_for
+        if finishing == "local":
+            from farm.render.finisher import LocalFinishing
+
+            self._finish: Any = LocalFinishing(self._local.put, on_frames=on_frames)
+        else:
+            from farm.render.finisher import ActorFinishing
+
+            self._finish = ActorFinishing(self._track, count=finishers, cpus=finisher_cpus)
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def start_worker(self, pool: PoolSpec) -> str:
+        from farm.workers.actors import AudioWorker, VideoWorker
+
+        cls = VideoWorker if pool.kind == "video" else AudioWorker
+        options: dict[str, Any] = {"num_cpus": pool.cpus, "num_gpus": pool.gpus}
+        if pool.resources:
+            options["resources"] = dict(pool.resources)
+        actor = ray.remote(cls).options(**options).remote(pool.profile, pool.torch_threads)
+        return self.adopt(actor, pool.kind)
+
+    def adopt(self, actor: Any, kind: str = "video") -> str:
+        """Take an actor started elsewhere (a ``WorkerPool``'s) as a worker; ``WorkerReady`` follows."""
+        worker = f"{kind}-{next(self._ids)}"
+        self._actors[worker] = actor
+        self._pending[actor.ready.remote()] = ("ready", worker)
+        return worker
+
+    def actor(self, worker: str) -> Any:
+        """The actor handle of ``worker`` (tests and the legacy pool)."""
+        return self._actors[worker]
+
+    def has(self, worker: str) -> bool:
+        """Whether ``worker`` is alive as far as this executor knows."""
+        return worker in self._actors
+
+    def stop_worker(self, worker: str) -> None:
+        actor = self._actors.pop(worker, None)
+        if actor is not None:
+            ray.kill(actor)
+
+    # -- work ----------------------------------------------------------------------------------
+
+    def prepare(self, task: Any, profile: Any, media: MediaConfig) -> None:
+        from farm.render.prepare import prepare_inputs, prepare_remote
+
+        if self._resolver_for is not None:
+            resolver = self._resolver_for(media)
+
+            def run() -> None:
+                try:
+                    prepared, conditioning = prepare_inputs(task, profile, resolver=resolver)
+                    inputs = _with_conditioning(prepared, ray.put(conditioning))
+                    self._local.put(Prepared(task_uuid=task.task_uuid, inputs=inputs))
+                except BaseException as error:  # noqa: BLE001 - reported as the task's failure
+                    self._local.put(Prepared(task_uuid=task.task_uuid, error=error))
+
+            threading.Thread(target=run, name=f"prepare-{task.task_uuid[:8]}", daemon=True).start()
+            return
+        meta, conditioning = prepare_remote().remote(task, profile, media)
+        self._pending[meta] = ("prepare", (task.task_uuid, conditioning))
+
+    def encode_prompt(self, unit: Any, worker: str, work: PromptWork) -> None:
+        actor = self._actors[worker]
+        extended, embeds = actor.prompt.options(num_returns=2).remote(work)
+        self._pending[extended] = ("prompt", (unit, worker, embeds))
+
+    def render_chunk(self, unit: Any, worker: str, work: ChunkWork, prompt: Any, conditioning: Any, tail: Any) -> None:
+        actor = self._actors[worker]
+        meta, frames = actor.chunk.options(num_returns=2).remote(work, prompt, conditioning, tail)
+        self._pending[meta] = ("chunk", (unit, worker, frames))
+
+    def render_audio(self, unit: Any, worker: str, work: AudioWork, conditioning: Any) -> None:
+        actor = self._actors[worker]
+        meta, audio = actor.audio.options(num_returns=2).remote(work, conditioning)
+        self._pending[meta] = ("audio", (unit, worker, audio))
+
+    # -- finishing -----------------------------------------------------------------------------
+
+    def _track(self, ref: Any, what: str, context: Any) -> None:
+        self._pending[ref] = (what, context)
+
+    def open_result(self, key: ResultKey, spec: FinishSpec) -> None:
+        self._finish.open(key, spec)
+
+    def add_chunk(self, key: ResultKey, chunk_index: int, frames: Any) -> None:
+        self._finish.add_chunk(key, chunk_index, frames)
+
+    def add_audio(self, key: ResultKey, audio: Any = None, *, carried: Any = None) -> None:
+        self._finish.add_audio(key, audio, carried)
+
+    def finish_result(self, key: ResultKey) -> None:
+        self._finish.finish(key)
+
+    def abort_result(self, key: ResultKey) -> None:
+        self._finish.abort(key)
+
+    # -- cancel and progress -------------------------------------------------------------------
+
+    def cancel(self, token: str) -> None:
+        self._flags.cancel.remote(token)
+
+    def forget_token(self, token: str) -> None:
+        self._flags.clear.remote(token)
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def poll(self, timeout: float, tokens: Sequence[str] = ()) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        self._drain_local(outcomes)
+        if tokens and self._progress_ref is None and time.monotonic() - self._progress_asked >= PROGRESS_POLL_S:
+            self._progress_asked = time.monotonic()
+            self._progress_ref = self._flags.progress.remote(list(tokens))
+            self._pending[self._progress_ref] = ("progress", None)
+        refs = list(self._pending)
+        if refs:
+            # Local outcomes (finisher threads) do not wake ray.wait: wait in short slices then.
+            wait = 0 if outcomes else (min(timeout, 0.02) if self._finishing == "local" else timeout)
+            ready, _ = ray.wait(refs, num_returns=1, timeout=wait)
+            if ready:
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            for ref in ready:
+                what, context = self._pending.pop(ref)
+                outcome = self._outcome(what, context, ref)
+                if outcome is not None:
+                    outcomes.append(outcome)
+        elif not outcomes:
+            try:
+                outcomes.append(self._local.get(timeout=timeout))
+            except queue.Empty:
+                pass
+        self._drain_local(outcomes)
+        return outcomes
+
+    def _drain_local(self, outcomes: list[Outcome]) -> None:
+        while True:
+            try:
+                outcomes.append(self._local.get_nowait())
+            except queue.Empty:
+                return
+
+    def _outcome(self, what: str, context: Any, ref: Any) -> Outcome | None:
+        try:
+            value = ray.get(ref, timeout=30)
+        except (RayActorError, GetTimeoutError) as error:
+            return self._failed(what, context, error, lost=True)
+        except RayTaskError as error:
+            return self._failed(what, context, unwrap(error), lost=False)
+        except Exception as error:  # noqa: BLE001 - e.g. ObjectLostError: treated as a lost worker
+            return self._failed(what, context, error, lost=True)
+        if what == "ready":
+            return WorkerReady(worker=context, load_seconds=float(value))
+        if what == "prepare":
+            task_uuid, conditioning = context
+            return Prepared(task_uuid=task_uuid, inputs=_with_conditioning(value, conditioning))
+        if what == "prompt":
+            unit, worker, embeds = context
+            return PromptDone(unit=unit, worker=worker, embeds=embeds, extended=value)
+        if what == "chunk":
+            unit, worker, frames = context
+            return ChunkDone(unit=unit, worker=worker, meta=value, frames=frames)
+        if what == "audio":
+            unit, worker, audio = context
+            return AudioDone(unit=unit, worker=worker, meta=value, audio=audio)
+        if what == "encoded":
+            key = context
+            return Encoded(task_uuid=key[0], result_index=key[1], frames_done=int(value))
+        if what == "finished":
+            key = context
+            return Finished(task_uuid=key[0], result_index=key[1], file=value)
+        if what == "progress":
+            self._progress_ref = None
+            return StepReport(steps=value)
+        if what in ("quiet", "opened"):
+            return None
+        raise ValueError(f"unknown pending kind {what!r}")
+
+    def _failed(self, what: str, context: Any, error: BaseException, *, lost: bool) -> Outcome | None:
+        if what == "ready":
+            self._actors.pop(context, None)
+            return WorkerFailed(worker=context, error=error)
+        if what == "prepare":
+            return Prepared(task_uuid=context[0], error=error)
+        if what in ("prompt", "chunk", "audio"):
+            unit, worker = context[0], context[1]
+            if lost:
+                self._actors.pop(worker, None)
+            if isinstance(error, TaskCancelledError):
+                lost = False
+            return UnitFailed(unit=unit, worker=worker, error=error, worker_lost=lost)
+        if what in ("encoded", "finished", "opened"):
+            key = context
+            self._finish.forget(key)
+            return Finished(task_uuid=key[0], result_index=key[1], error=error)
+        if what == "progress":
+            self._progress_ref = None
+            return None
+        log.debug("ignored failure of %s: %s", what, error)
+        return None
+
+    def release(self) -> None:
+        """Stop finishing (open results are dropped) but leave the workers to their owner."""
+        self._finish.shutdown()
+
+    def shutdown(self) -> None:
+        for worker in list(self._actors):
+            self.stop_worker(worker)
+        self._finish.shutdown()
+
+
+def _with_conditioning(prepared: Any, conditioning: Any) -> Any:
+    """The prepared inputs pointing at their conditioning in the object store."""
+    import dataclasses
+
+    if not prepared.conditioned and not prepared.carried_audio:
+        return prepared
+    return dataclasses.replace(prepared, conditioning=conditioning)
