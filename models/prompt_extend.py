@@ -10,14 +10,17 @@ seed; the farm renders the extended prompt and reports it as ``extendedPrompt``.
 
 Both follow one contract, enforced by ``merge_extension``: the result keeps every ``@tag`` of the
 prompt (tags link the prompt to reference inputs), is at most ``MAX_PROMPT_CHARS`` characters and
-is never empty. This module imports neither torch nor transformers until a model is loaded.
+is never empty. A tag is what ``farm.domain.constants.TAG_PATTERN`` reads, the grammar the task
+validator accepts and checks mentions with. This module imports neither torch nor transformers
+until a model is loaded.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from farm.domain.constants import POSITIVE_PROMPT_MAX_CHARS, prompt_tags
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +36,7 @@ __all__ = [
 ]
 
 #: Longest prompt the task API accepts (``positivePrompt``); an extension never exceeds it.
-MAX_PROMPT_CHARS = 5120
+MAX_PROMPT_CHARS = POSITIVE_PROMPT_MAX_CHARS
 
 #: What ``TransformersExtender`` asks the LLM to do unless a profile says otherwise.
 DEFAULT_SYSTEM_PROMPT = (
@@ -42,19 +45,6 @@ DEFAULT_SYSTEM_PROMPT = (
     "Keep every word that starts with @ exactly as written (they name reference images). "
     "Do not add dialogue or on-screen text. Answer with the rewritten prompt only."
 )
-
-# A tag is "@" then word characters, "-" or inner dots ("@fox", "@ref-1", "@img.2"); in the prompt
-# it ends where the task validator's mention check says it does (no word character or "-" after).
-_TAG = re.compile(r"(?<![\w@])@[\w-]+(?:\.[\w-]+)*")
-
-
-def prompt_tags(prompt: str) -> list[str]:
-    """The ``@tags`` mentioned in ``prompt``, in order of first mention, without duplicates."""
-    return list(dict.fromkeys(_TAG.findall(prompt)))
-
-
-def _mentions(text: str, tag: str) -> bool:
-    return re.search(re.escape(tag) + r"(?![\w-])", text) is not None
 
 
 def _clip(text: str, max_chars: int) -> str:
@@ -99,7 +89,7 @@ def merge_extension(prompt: str, extension: str, *, max_chars: int = MAX_PROMPT_
     if not extension:
         return prompt
     rewrite = _clip(extension, max_chars)
-    if rewrite and all(_mentions(rewrite, tag) for tag in prompt_tags(prompt)):
+    if rewrite and set(prompt_tags(prompt)) <= set(prompt_tags(rewrite)):
         return rewrite
     room = max_chars - len(prompt) - 1
     addition = _clip(extension, room) if room > 0 else ""

@@ -1,9 +1,10 @@
 """The validated form of a ``videoInference`` task.
 
-``farm.domain.validation.parse_task`` turns the seed-shaped JSON into these frozen dataclasses (or raises
-``TaskValidationError`` listing every violation). Past the gateway nothing handles loose dicts.
-Defaults are already applied here: ``width``/``height`` are resolved from ``resolution`` and
-``num_frames`` from ``duration``.
+``farm.domain.validation.parse_task`` reads the seed-shaped JSON with the pydantic schema
+(``farm.domain.schema.TaskSchema``, the client's view: camelCase, optional fields) and turns it
+into these frozen dataclasses (or raises ``TaskValidationError`` listing every violation). Past
+the gateway nothing handles loose dicts. Defaults are already resolved here: ``width``/``height``
+from ``resolution``, ``num_frames`` from ``duration``, ``settings.audio`` from the reference video.
 """
 
 from __future__ import annotations

@@ -43,6 +43,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from yarl import URL
 
+# MAX_MEDIA_BYTES: the largest input from any source (UploadAsset and the validator use it too).
+from farm.domain.constants import MAX_MEDIA_BYTES, MiB
 from farm.domain.errors import ForbiddenURLError, TaskValidationError, Violation
 from farm.domain.task import FrameImage, VideoInferenceTask
 
@@ -74,9 +76,6 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
 ]
 
-MiB = 1024 * 1024
-#: Largest input accepted from any source (UploadAsset and the validator stop at 50 MiB too).
-MAX_MEDIA_BYTES = 50 * MiB
 #: The seed: reference videos and voice references are at most 15 seconds.
 MAX_VIDEO_SECONDS = 15.0
 MAX_AUDIO_SECONDS = 15.0

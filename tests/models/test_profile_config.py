@@ -451,7 +451,32 @@ def test_chunk_mode_is_read_into_the_profile_and_checked(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(text.replace("{mode}", "sequential"))
     [profile] = load_profiles(path)
-    assert profile.extra["chunk_mode"] == "sequential"
+    assert profile.chunk_mode == "sequential" and profile.takes_conditioning  # the typed fields
+    assert profile.extra["chunk_mode"] == "sequential"  # still listed by `farm models`
     path.write_text(text.replace("{mode}", "sideways"))
     with pytest.raises(ProfileConfigError, match=r"profiles\[0\]\.chunk_mode"):
         load_profiles(path)
+    # Sequential chunks are conditioned on the previous chunk's tail: a text-to-video pipeline cannot.
+    path.write_text(text.replace("{mode}", "sequential").replace("WanVACEPipeline", "WanPipeline"))
+    with pytest.raises(ProfileConfigError, match=r"profiles\[0\]\.chunk_mode: sequential needs .*WanVACEPipeline"):
+        load_profiles(path)
+
+
+def test_chunk_mode_defaults_to_parallel_and_conditioning_follows_the_pipeline():
+    profile = parse_profile(GOOD)
+    assert (profile.chunk_mode, profile.takes_conditioning) == ("parallel", False)
+    vace = parse_profile({**GOOD, "video": {"pipeline": "WanVACEPipeline", "weights": "w"}})
+    assert (vace.chunk_mode, vace.takes_conditioning) == ("parallel", True)
+
+
+def test_every_error_of_a_file_is_reported_at_once(tmp_path):
+    import yaml
+
+    bad = [{**GOOD, "steps": 0, "video": {"pipeline": "WanPipeline", "weights": ""}}, {**GOOD, "window_frames": 80}]
+    lines = error_of(tmp_path, yaml.safe_dump({"profiles": [GOOD, *bad]})).splitlines()
+    source = tmp_path / "profiles.yaml"
+    assert lines == [
+        f"{source}: profiles[1].video.weights: must be a non-empty string, got ''",
+        f"{source}: profiles[1].steps: must be >= 1, got 0",
+        f"{source}: profiles[2].window_frames: must be 4k+1, got 80",
+    ]

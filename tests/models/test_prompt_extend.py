@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.prompt_extend import (
     MAX_PROMPT_CHARS,
@@ -48,7 +50,56 @@ def test_template_never_exceeds_the_prompt_limit():
 
 
 def test_prompt_tags_are_found_like_the_task_validator_mentions_them():
-    assert prompt_tags("@a and @b-c, then @img.2. and @a again; mail x@y.z") == ["@a", "@b-c", "@img.2"]
+    # One grammar (farm.domain.constants.TAG_PATTERN): "@" then word characters with single inner
+    # hyphens; punctuation ends a tag ("@img.2" mentions @img), and "x@y" is an address, not a tag.
+    assert prompt_tags("@a and @b-c, then @img.2. and @a again; mail x@y.z, @hero! @d--e") == [
+        "@a",
+        "@b-c",
+        "@img",
+        "@hero",
+        "@d",
+    ]
+
+
+# Tags as the seed writes them (@actor1, @style, @shop-2), accented Latin letters too (not × or ÷).
+TAGS = st.from_regex(
+    r"@[A-Za-z0-9_\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f]{1,8}(?:-[A-Za-z0-9_]{1,4}){0,2}", fullmatch=True
+)
+AFTER_A_TAG = st.sampled_from(["", ".", "!", "?", ",", ";", ":", ")", "'s", " and", "\n", "\u2019s"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(tag=TAGS, after=AFTER_A_TAG)
+def test_a_tag_the_validator_accepts_is_exactly_the_tag_extension_keeps(tag, after):
+    """The validator and the extender read tags with the same pattern: the reference's tag is the
+    one the extender finds in the prompt, and a rewrite that keeps it replaces the prompt."""
+    from farm.domain.constants import DEFAULT_MODEL
+    from farm.domain.validation import parse_task
+
+    prompt = f"A slow pan over {tag}{after} in the rain"
+    task = parse_task(
+        {
+            "taskType": "videoInference",
+            "taskUUID": "3b241101-e2bb-4255-8caf-4136c566a962",
+            "model": DEFAULT_MODEL,
+            "positivePrompt": prompt,
+            "inputs": {
+                "referenceImages": [{"type": "image", "images": ["f3a1c2d4-0000-4000-8000-000000000000"], "tag": tag}]
+            },
+        }
+    )
+    assert prompt_tags(task.positive_prompt) == [task.inputs.reference_images[0].tag] == [tag]
+    rewrite = f"Rain falls as the camera glides past {tag}{after} at dusk."
+    assert merge_extension(prompt, rewrite) == rewrite
+    assert prompt_tags(TemplateExtender().extend(prompt, seed=3)) == [tag]
+
+
+@pytest.mark.parametrize("text", ["@hero!", "@img.2", "@my-", "@a--b", "hero", "@", "x@y"])
+def test_what_the_validator_refuses_as_a_tag_is_not_one_tag_to_the_extender(text):
+    from farm.domain.constants import is_tag
+
+    assert not is_tag(text)
+    assert prompt_tags(text) != [text]
 
 
 def test_a_rewrite_that_keeps_every_tag_replaces_the_prompt():

@@ -733,11 +733,14 @@ def _never_crashes(raw: object) -> None:
         parse_task(raw)
     except TaskValidationError as error:
         assert error.violations
-        str(error)
+        # Violations go out as strict JSON (no NaN) and UTF-8 (no lone surrogate), on both faces.
+        str(error).encode("utf-8")
+        for v in error.violations:
+            json.dumps({"field": v.field, "message": str(v), "value": v.value}, allow_nan=False).encode("utf-8")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(JSON)
+@given(JSON | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), JSON, max_size=4))
 def test_garbage_never_raises_anything_else(raw):
     _never_crashes(raw)
 
@@ -823,3 +826,79 @@ def test_mask_needs_a_reference_type_video():
     assert fields(make(inputs={"mask": PNG})) == ["inputs.mask"]
     assert fields(make(inputs={"referenceVideos": [dict(video, type="extend")], "mask": PNG})) == ["inputs.mask"]
     assert fields(make(inputs={"referenceVideos": [video], "mask": 7})) == ["inputs.mask"]
+
+
+# --------------------------------------------------------------------------- rules between sections
+
+
+def test_a_field_error_does_not_hide_the_rules_between_valid_sections():
+    """A bad field and a cross-field rule elsewhere are reported together, as every other pair is."""
+    raw = make(outputQuality=5, width=1280, seed=SEED_MAX, numberResults=3)
+    assert set(fields(raw)) == {"outputQuality", "height", "seed"}
+    raw = frames({"image": PNG, "frame": 200}, taskUUID="nope", positivePrompt=" ")
+    assert set(fields(raw)) == {"taskUUID", "positivePrompt", f"{FRAMES}[0].frame"}
+
+
+# --------------------------------------------------------------------------- bad input that failed late (issue 13)
+
+
+@pytest.mark.parametrize("results", [2, 3, 4])
+def test_the_last_results_seed_must_fit_a_signed_64_bit_integer(results):
+    """Result i renders with seed + i: SEED_MAX with numberResults 2 overflowed int64 after validation."""
+    [violation] = violations(make(seed=SEED_MAX, numberResults=results))
+    assert violation.field == "seed"
+    assert violation.limit == (0, SEED_MAX - (results - 1)) and violation.value == SEED_MAX
+    assert str(SEED_MAX - (results - 1)) in violation.message and "numberResults" in violation.message
+    highest = parse_task(make(seed=SEED_MAX - (results - 1), numberResults=results))
+    assert highest.seed + highest.number_results - 1 == SEED_MAX
+    assert parse_task(make(seed=SEED_MAX)).seed == SEED_MAX  # one result: seed itself
+
+
+LONE = "\ud800"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        pytest.param(make(positivePrompt=f"A lighthouse {LONE} at night"), "positivePrompt", id="prompt"),
+        pytest.param(make(webhookURL=f"https://hooks.example.com/{LONE}"), "webhookURL", id="webhook"),
+        pytest.param(make(uploadEndpoint=f"https://up.example.com/{LONE}"), "uploadEndpoint", id="upload"),
+        pytest.param(frames(f"iVBORw0KGgo{LONE}"), f"{FRAMES}[0]", id="frame-image"),
+        pytest.param(frames({"image": PNG, "frame": f"first{LONE}"}), f"{FRAMES}[0].frame", id="frame"),
+        pytest.param(images(group(images=[PNG, f"{ASSET_UUID}{LONE}"])), f"{REF}[0].images[1]", id="ref-image"),
+        pytest.param(images(group(audio=f"voice{LONE}")), f"{REF}[0].audio", id="ref-audio"),
+        pytest.param(images(group(tag=f"@actor{LONE}")), f"{REF}[0].tag", id="ref-tag"),
+        pytest.param(videos(video(video=f"https://cdn.example.com/{LONE}.mp4")), f"{VIDEOS}[0].video", id="video"),
+        pytest.param(make(model=f"skywork:skyreels@v4{LONE}"), "model", id="model"),
+        pytest.param(make(outputFormat=f"MP4{LONE}"), "outputFormat", id="enum"),
+        pytest.param(make(taskUUID=UUID[:-1] + LONE), "taskUUID", id="uuid"),
+    ],
+)
+def test_a_lone_surrogate_is_refused_naming_the_field(raw, field):
+    """Valid in a Python str, not in UTF-8: it passed validation, then failed at render with a traceback."""
+    [violation] = violations(raw)
+    assert violation.field == field
+    str(violation).encode("utf-8")  # the error itself is sendable
+    assert LONE not in str(violation.value) and "\\ud800" in str(violation.value)
+
+
+def test_a_key_with_a_lone_surrogate_is_an_unknown_field():
+    [violation] = violations(make(**{f"colour{LONE}": "red"}))
+    assert violation.message == "unknown field" and violation.field == "colour\\ud800"
+    str(violation).encode("utf-8")
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_frame_is_a_clean_violation(value):
+    """gRPC carries frame numbers as doubles (google.protobuf.Value): NaN and Infinity can arrive."""
+    [violation] = violations(frames({"image": PNG, "frame": value}))
+    assert violation.field == f"{FRAMES}[0].frame"
+    assert violation.value in ("NaN", "Infinity", "-Infinity") and violation.value in violation.message
+    json.dumps({"value": violation.value}, allow_nan=False)  # strict JSON, as both faces send it
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_a_non_finite_number_anywhere_is_reported_as_text(value):
+    found = violations(make(duration=value, outputQuality=value, seed=value))
+    assert {v.field for v in found} == {"duration", "outputQuality", "seed"}
+    json.dumps([v.value for v in found], allow_nan=False)
