@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypedDict, cast
 
 ResultStatus = Literal["queued", "running", "success", "error", "cancelled"]
 EventKind = Literal[
@@ -59,6 +59,93 @@ class TaskRecord:
     queue_position: int | None = None
 
 
+class ProgressExtra(TypedDict, total=False):
+    """The named details of a ``ProgressEvent`` (its ``extra``), by their wire names.
+
+    Both faces send these keys as they are (gRPC ``ProgressEvent.extra``, a ``Struct``; JSON
+    ``extra``), so a client reads the same names whichever face it uses. Which kinds carry which:
+
+    ========== ============================================================
+    steps      ``stepsDone``, ``stepsTotal`` (denoising steps over the result's chunks)
+    result     ``videoUUID``, ``seed``, ``extendedPrompt``; a failed result ``code``, ``seed``
+    delivered  ``upload``, ``webhook`` (``delivered`` or ``failed``, for the parts the task asked for)
+    error      ``code``, ``parameter`` (the field at fault, when there is one)
+    done       ``succeeded``, ``failed`` (result counts), ``status``
+    ========== ============================================================
+
+    Build one with ``progress_extra`` (keyword arguments in Python's spelling).
+    """
+
+    stepsDone: int
+    stepsTotal: int
+    videoUUID: str
+    seed: int
+    extendedPrompt: str
+    code: str
+    parameter: str
+    upload: str
+    webhook: str
+    succeeded: int
+    failed: int
+    status: str
+
+
+#: ``progress_extra`` keyword -> wire key.
+PROGRESS_EXTRA_KEYS: dict[str, str] = {
+    "steps_done": "stepsDone",
+    "steps_total": "stepsTotal",
+    "video_uuid": "videoUUID",
+    "seed": "seed",
+    "extended_prompt": "extendedPrompt",
+    "code": "code",
+    "parameter": "parameter",
+    "upload": "upload",
+    "webhook": "webhook",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "status": "status",
+}
+
+
+def progress_extra(
+    *,
+    steps_done: int | None = None,
+    steps_total: int | None = None,
+    video_uuid: str | None = None,
+    seed: int | None = None,
+    extended_prompt: str | None = None,
+    code: str | None = None,
+    parameter: str | None = None,
+    upload: str | None = None,
+    webhook: str | None = None,
+    succeeded: int | None = None,
+    failed: int | None = None,
+    status: str | None = None,
+) -> ProgressExtra:
+    """A ``ProgressExtra`` with the given details; ``None`` (or an empty string) leaves a key out.
+
+    >>> progress_extra(steps_done=3, steps_total=40)
+    {'stepsDone': 3, 'stepsTotal': 40}
+    >>> progress_extra(video_uuid="v1", seed=7, extended_prompt=None)
+    {'videoUUID': 'v1', 'seed': 7}
+    """
+    given = {
+        "steps_done": steps_done,
+        "steps_total": steps_total,
+        "video_uuid": video_uuid,
+        "seed": seed,
+        "extended_prompt": extended_prompt,
+        "code": code,
+        "parameter": parameter,
+        "upload": upload,
+        "webhook": webhook,
+        "succeeded": succeeded,
+        "failed": failed,
+        "status": status,
+    }
+    return cast(ProgressExtra, {PROGRESS_EXTRA_KEYS[k]: v for k, v in given.items() if v is not None and v != ""})
+
+
 @dataclass(frozen=True, kw_only=True)
 class ProgressEvent:
     """One step of a task's progress, streamed by ``Watch`` in order."""
@@ -72,7 +159,8 @@ class ProgressEvent:
     frames_encoded: int = 0
     frames_total: int = 0
     message: str = ""
-    extra: dict = field(default_factory=dict)
+    #: Named details by kind (``ProgressExtra``; built with ``progress_extra``).
+    extra: ProgressExtra = field(default_factory=lambda: ProgressExtra())
 
 
 class TaskService(Protocol):

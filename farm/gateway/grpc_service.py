@@ -1,11 +1,12 @@
 """The gRPC face: ``farm.v1.VideoInference`` on ``grpc.aio``, plus health and reflection.
 
-Every RPC authenticates the ``authorization: Bearer <key>`` metadata, turns the message into the
-seed's JSON (``task_message_to_dict``) and calls the shared ``TaskService``; answers and errors are
-built by the helpers in ``farm.gateway`` so the JSON face says the same things. Failures map
-through ``farm.domain.errors.error_info``; an invalid single task is ``INVALID_ARGUMENT`` with a
-``google.rpc.BadRequest`` listing each field violation, a full queue ``RESOURCE_EXHAUSTED`` with
-``google.rpc.RetryInfo``.
+The servicer holds domain logic only: authentication, metrics and refusing undecodable requests
+wrap every call once (``farm.gateway.interceptors``; ``create_server`` installs them). Each RPC
+turns the message into the seed's JSON (``task_message_to_dict``) and calls the shared
+``TaskService``; answers and errors are built by the helpers in ``farm.gateway.wire`` so the JSON
+face says the same things. Failures map through ``farm.domain.errors``; an invalid single task is
+``INVALID_ARGUMENT`` with a ``google.rpc.BadRequest`` listing each field violation, a full queue
+``RESOURCE_EXHAUSTED`` with ``google.rpc.RetryInfo``.
 """
 
 from __future__ import annotations
@@ -14,79 +15,56 @@ import asyncio
 import json
 import logging
 import os
+import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf.duration_pb2 import Duration
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
-from farm.domain.errors import FarmError, QueueFullError, TaskValidationError, error_info
+from farm.domain.constants import INLINE_SUBMIT_BYTES, MAX_MEDIA_BYTES, URL_FIELDS
+from farm.domain.errors import (
+    FarmError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    UnavailableError,
+    clip,
+    public_message,
+)
 from farm.domain.records import ProgressEvent, TaskService
-from farm.gateway.wire import TASK_TYPE, ApiKeys, ack_item, error_items, task_answer, task_message_to_dict
+from farm.gateway.interceptors import (
+    RpcFailure,
+    abort,
+    caller_key,
+    failure_for,
+    metadata_value,
+    server_interceptors,
+)
+from farm.gateway.wire import (
+    MAX_TASKS_PER_REQUEST,
+    TASK_TYPE,
+    ApiKeys,
+    ack_item,
+    check_task_count,
+    error_items,
+    task_answer,
+    task_message_to_dict,
+)
 from farm.v1 import farm_pb2, farm_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = farm_pb2.DESCRIPTOR.services_by_name["VideoInference"].full_name
-#: Largest asset UploadAsset accepts (the validator's media strings top out at 50 MiB too).
-MAX_ASSET_BYTES = 50 * 1024 * 1024
-#: Submits of tasks up to this size (serialised) are handled on the event loop when the service
-#: allows it (``inline_calls``); larger ones carry media whose validation belongs in a thread.
-INLINE_SUBMIT_BYTES = 64 * 1024
-#: Task fields holding URLs that submission may vet (resolving the host name).
-URL_FIELDS = ("webhookURL", "uploadEndpoint")
-
-
-class RpcFailure(Exception):
-    """An RPC ends with ``code``; ``status`` (a ``google.rpc.Status``) carries rich details."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, status: status_pb2.Status | None = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
-
-
-def failure_for(error: BaseException, task_uuid: str | None = None) -> RpcFailure:
-    """The gRPC status for ``error`` from the one error table, with google.rpc details attached:
-    ``BadRequest`` (field = the violation's path) for invalid tasks, ``RetryInfo`` for a full
-    queue, ``ErrorInfo`` (reason = the JSON code) always."""
-    info = error_info(error)
-    code = grpc.StatusCode[info.grpc_status]
-    items = error_items(error, task_uuid)
-    message = (
-        "; ".join(item["message"] for item in items) if isinstance(error, TaskValidationError) else items[0]["message"]
-    )
-    status = status_pb2.Status(code=getattr(code_pb2, info.grpc_status), message=message)
-    if isinstance(error, TaskValidationError):
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=str(v)) for v in error.violations
-            ]
-        )
-        status.details.add().Pack(bad)
-    elif getattr(error, "parameter", ""):
-        # An error about one field (a refused webhookURL, ...) is a field violation too.
-        bad = error_details_pb2.BadRequest(
-            field_violations=[error_details_pb2.BadRequest.FieldViolation(field=error.parameter, description=message)]
-        )
-        status.details.add().Pack(bad)
-    if isinstance(error, QueueFullError):
-        delay = Duration()
-        delay.FromNanoseconds(int(error.retry_after_s * 1e9))
-        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-    status.details.add().Pack(
-        error_details_pb2.ErrorInfo(
-            reason=info.code,
-            domain="farm.v1",
-            metadata={"retryable": str(info.retryable).lower()},
-        )
-    )
-    return RpcFailure(code, message, status)
+#: Largest asset UploadAsset accepts (the validator's media strings top out at the same size).
+MAX_ASSET_BYTES = MAX_MEDIA_BYTES
+#: An uploaded asset's content type: ``type/subtype`` (RFC 6838 names), optional parameters.
+CONTENT_TYPE_MAX_CHARS = 255
+_CONTENT_TYPE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+    r"(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=(\"[\x20-\x21\x23-\x7e]*\"|[A-Za-z0-9!#$&^_.+-]+))*"
+)
+FILENAME_MAX_CHARS = 255
 
 
 def _error_message(item: dict) -> farm_pb2.TaskError:
@@ -117,7 +95,14 @@ def _task_response(data: list[dict], errors: list[dict]) -> farm_pb2.TaskRespons
 
 
 def event_message(event: ProgressEvent) -> farm_pb2.ProgressEvent:
-    """A ``lifecycle.ProgressEvent`` as its protobuf message."""
+    """A ``ProgressEvent`` as its protobuf message; ``extra`` keeps its wire names (``ProgressExtra``).
+
+    The message of a failure (``error``, a failed ``result``) is what a client may read of it
+    (``public_message``): a worker's traceback or a server path stays in the server log.
+    """
+    text = event.message
+    if text and event.kind in ("error", "result"):
+        text = public_message(event.extra.get("code"), text)
     message = farm_pb2.ProgressEvent(
         task_uuid=event.task_uuid,
         kind=event.kind,
@@ -125,7 +110,7 @@ def event_message(event: ProgressEvent) -> farm_pb2.ProgressEvent:
         chunks_total=event.chunks_total,
         frames_encoded=event.frames_encoded,
         frames_total=event.frames_total,
-        message=event.message,
+        message=text,
     )
     if event.result_index is not None:
         message.result_index = event.result_index
@@ -152,18 +137,36 @@ class AssetSink:
         return self.root / asset_uuid
 
 
-def _metadata_value(context, name: str) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == name:
-            return value
-    return None
+def checked_content_type(value: str) -> str:
+    """``value`` if it is a plausible content type (``image/png``), else ``InvalidRequestError``."""
+    if len(value) > CONTENT_TYPE_MAX_CHARS:
+        raise InvalidRequestError(
+            f"contentType: must be at most {CONTENT_TYPE_MAX_CHARS} characters, got {len(value)}",
+            parameter="contentType",
+        )
+    if not _CONTENT_TYPE.fullmatch(value):
+        raise InvalidRequestError(
+            f"contentType: must be a media type such as image/png, got {clip(value)!r}", parameter="contentType"
+        )
+    return value
+
+
+def checked_filename(value: str) -> str:
+    """``value`` if it is a short, printable file name, else ``InvalidRequestError``."""
+    if len(value) > FILENAME_MAX_CHARS or not value.isprintable():
+        raise InvalidRequestError(
+            f"filename: must be at most {FILENAME_MAX_CHARS} printable characters, got {clip(value)!r}",
+            parameter="filename",
+        )
+    return value
 
 
 class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
     """``farm.v1.VideoInference`` over a ``TaskService``.
 
-    ``metrics`` (optional, a ``FarmMetrics``) counts every call by method and status code;
-    ``public_base_url`` completes ``videoURL`` for results whose manager gave none.
+    ``api_keys`` and ``metrics`` are what ``create_server`` hands to the interceptors;
+    ``public_base_url`` completes ``videoURL`` for results whose manager gave none;
+    ``max_tasks_per_request`` bounds ``Submit``.
     """
 
     def __init__(
@@ -174,33 +177,32 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
         metrics: Any = None,
         public_base_url: str | None = None,
         assets: AssetSink | None = None,
+        max_tasks_per_request: int = MAX_TASKS_PER_REQUEST,
     ):
         self.service = service
         self.api_keys = api_keys or ApiKeys()
         self.metrics = metrics
         self.public_base_url = public_base_url
         self.assets = assets
+        self.max_tasks_per_request = max_tasks_per_request
         #: False once shutdown begins: new submissions are refused with UNAVAILABLE.
         self.admitting = True
 
     # ---------------------------------------------------------------- plumbing
 
-    def _count(self, method: str, code: grpc.StatusCode) -> None:
-        if self.metrics is not None:
+    async def _caller(self, context: grpc.aio.ServicerContext) -> str | None:
+        """The key ``AuthInterceptor`` settled on for this call.
+
+        A server built without ``create_server`` (no interceptors) still never lets a call in
+        unchecked: the key is then checked here, against the same ``api_keys``.
+        """
+        try:
+            return caller_key()
+        except LookupError:
             try:
-                self.metrics.grpc_request(method, code.name)
-            except Exception:  # metrics must never fail a request
-                log.exception("metrics.grpc_request failed")
-
-    def _key(self, context) -> str | None:
-        return self.api_keys.authenticate(_metadata_value(context, "authorization"))
-
-    async def _fail(self, context, method: str, failure: RpcFailure):
-        self._count(method, failure.code)
-        if failure.status is not None:
-            status = rpc_status.to_status(failure.status)
-            await context.abort(status.code, status.details, status.trailing_metadata)
-        await context.abort(failure.code, failure.message)
+                return self.api_keys.authenticate(metadata_value(context, "authorization"))
+            except FarmError as exc:
+                await abort(context, exc)
 
     async def _call(self, fn, *args, inline: bool = False):
         # TaskService methods are synchronous. A service that says its calls never block
@@ -215,24 +217,22 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
 
     async def Submit(self, request: farm_pb2.SubmitRequest, context) -> farm_pb2.SubmitResponse:
         """Acknowledge or refuse each task; a one-task request fails the RPC with the error's status."""
-        try:
-            key = self._key(context)
-        except FarmError as exc:
-            return await self._fail(context, "Submit", failure_for(exc))
+        key = await self._caller(context)
         if not self.admitting:
-            return await self._fail(
-                context, "Submit", RpcFailure(grpc.StatusCode.UNAVAILABLE, "gateway is shutting down")
-            )
+            await abort(context, UnavailableError("gateway is shutting down"))
         if not request.tasks:
-            return await self._fail(
-                context, "Submit", RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "no tasks in the request")
-            )
+            await abort(context, InvalidRequestError("no tasks in the request", parameter="tasks"))
+        try:
+            check_task_count(len(request.tasks), self.max_tasks_per_request)
+        except FarmError as exc:
+            await abort(context, exc)
         response = farm_pb2.SubmitResponse()
         for message in request.tasks:
-            raw = task_message_to_dict(message)
-            # The RPC says which task type this is; the seed's JSON requires it, so fill it in.
-            raw.setdefault("taskType", TASK_TYPE)
+            task_uuid = message.task_uuid or None
             try:
+                raw = task_message_to_dict(message)
+                # The RPC says which task type this is; the seed's JSON requires it, so fill it in.
+                raw.setdefault("taskType", TASK_TYPE)
                 # In a thread: large tasks (inline media: validating decodes it) and tasks naming
                 # URLs (the gateway may vet their host names, which can wait on DNS).
                 inline = message.ByteSize() <= INLINE_SUBMIT_BYTES and not any(
@@ -241,27 +241,24 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
                 record = await self._call(self.service.submit, raw, key, inline=inline)
             except Exception as exc:  # every failure becomes a per-task error
                 if not isinstance(exc, FarmError):
-                    log.exception("submit failed")
-                task_uuid = raw.get("taskUUID") if isinstance(raw.get("taskUUID"), str) else None
+                    log.exception("submit of task %s failed", clip(task_uuid or "?"))
                 if len(request.tasks) == 1:
-                    return await self._fail(context, "Submit", failure_for(exc, task_uuid))
+                    await abort(context, failure_for(exc, task_uuid))
                 response.errors.extend(_error_message(item) for item in error_items(exc, task_uuid))
                 continue
             ack = ack_item(record)
             response.data.add(task_type=ack["taskType"], task_uuid=ack["taskUUID"])
-        self._count("Submit", grpc.StatusCode.OK)
         return response
 
     async def _task_call(self, method: str, fn, request, context, *, inline: bool = False) -> farm_pb2.TaskResponse:
+        key = await self._caller(context)
         try:
-            key = self._key(context)
             record = await self._call(fn, request.task_uuid, key, inline=inline)
         except Exception as exc:
             if not isinstance(exc, FarmError):
                 log.exception("%s failed", method)
-            return await self._fail(context, method, failure_for(exc, request.task_uuid))
+            await abort(context, failure_for(exc, request.task_uuid))
         data, errors = task_answer(record, self.public_base_url)
-        self._count(method, grpc.StatusCode.OK)
         return _task_response(data, errors)
 
     async def GetResponse(self, request: farm_pb2.GetResponseRequest, context) -> farm_pb2.TaskResponse:
@@ -274,49 +271,48 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
 
     async def Watch(self, request: farm_pb2.WatchRequest, context) -> AsyncIterator[farm_pb2.ProgressEvent]:
         """Stream the task's progress events in order until it ends."""
+        key = await self._caller(context)
         try:
-            key = self._key(context)
             # Resolve the task first so an unknown UUID fails the call instead of an empty stream.
             await self._call(self.service.get, request.task_uuid, key, inline=True)
-            async for event in self.service.watch(request.task_uuid, key):
+            events = self.service.watch(request.task_uuid, key)
+            async for event in events:
                 yield event_message(event)
+        except grpc.aio.AbortError:
+            raise
         except Exception as exc:
-            if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
-                raise
             if not isinstance(exc, FarmError):
                 log.exception("Watch failed")
-            await self._fail(context, "Watch", failure_for(exc, request.task_uuid))
-            return
-        self._count("Watch", grpc.StatusCode.OK)
+            await abort(context, failure_for(exc, request.task_uuid))
 
     async def UploadAsset(self, request_iterator, context) -> farm_pb2.AssetAck:
-        """Store the streamed bytes as an asset and answer its UUID."""
-        try:
-            key = self._key(context)
-        except FarmError as exc:
-            return await self._fail(context, "UploadAsset", failure_for(exc))
+        """Store the streamed bytes as an asset and answer its UUID.
+
+        Refused: an empty stream, a content type that is not ``type/subtype`` or longer than
+        ``CONTENT_TYPE_MAX_CHARS``, a file name over ``FILENAME_MAX_CHARS``, more bytes than the sink takes.
+        """
+        key = await self._caller(context)
         if self.assets is None:
-            return await self._fail(
-                context, "UploadAsset", RpcFailure(grpc.StatusCode.UNIMPLEMENTED, "no asset storage configured")
-            )
+            await abort(context, RpcFailure(grpc.StatusCode.UNIMPLEMENTED, "no asset storage configured"))
+        assets = self.assets
         asset_uuid = str(uuid.uuid4())
-        self.assets.root.mkdir(parents=True, exist_ok=True)
-        path = self.assets.path(asset_uuid)
+        assets.root.mkdir(parents=True, exist_ok=True)
+        path = assets.path(asset_uuid)
         partial = path.with_suffix(".part")
         size, content_type, filename = 0, "", ""
         try:
             with open(partial, "wb") as fh:
                 async for chunk in request_iterator:
                     if not content_type and chunk.content_type:
-                        content_type = chunk.content_type
+                        content_type = checked_content_type(chunk.content_type)
                     if not filename and chunk.filename:
-                        filename = chunk.filename
+                        filename = checked_filename(chunk.filename)
                     size += len(chunk.data)
-                    if size > self.assets.max_bytes:
-                        raise RpcFailure(
-                            grpc.StatusCode.RESOURCE_EXHAUSTED, f"asset larger than {self.assets.max_bytes} bytes"
-                        )
+                    if size > assets.max_bytes:
+                        raise PayloadTooLargeError(f"asset larger than {assets.max_bytes} bytes")
                     fh.write(chunk.data)
+            if size == 0:
+                raise InvalidRequestError("the asset is empty: send its bytes in AssetChunk.data", parameter="data")
             meta = {
                 "assetUUID": asset_uuid,
                 "size": size,
@@ -326,14 +322,25 @@ class VideoInferenceServicer(farm_pb2_grpc.VideoInferenceServicer):
             }
             path.with_suffix(".json").write_text(json.dumps(meta))
             os.replace(partial, path)
-        except RpcFailure as failure:
+        except FarmError as exc:
             partial.unlink(missing_ok=True)
-            return await self._fail(context, "UploadAsset", failure)
+            await abort(context, exc)
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
-        self._count("UploadAsset", grpc.StatusCode.OK)
-        return farm_pb2.AssetAck(asset_uuid=asset_uuid, size=size, content_type=meta["contentType"])
+        return farm_pb2.AssetAck(asset_uuid=asset_uuid, size=size, content_type=str(meta["contentType"]))
+
+
+def create_server(
+    servicer: VideoInferenceServicer, *, options: Sequence[tuple[str, Any]] = (), **kwargs: Any
+) -> grpc.aio.Server:
+    """A ``grpc.aio`` server with the gateway's interceptors (metrics, auth, decoding) over
+    ``servicer``'s ``api_keys`` and ``metrics``; then ``add_services(server, servicer)``.
+
+    ``metrics`` is read per call, so it may be attached to the servicer after this.
+    """
+    interceptors = server_interceptors(servicer.api_keys, lambda: servicer.metrics)
+    return grpc.aio.server(options=list(options), interceptors=interceptors, **kwargs)
 
 
 def service_names() -> list[str]:
@@ -363,6 +370,8 @@ async def add_services(server: grpc.aio.Server, servicer: VideoInferenceServicer
 
 __all__ = [
     "VideoInferenceServicer",
+    "create_server",
+    "checked_content_type",
     "AssetSink",
     "RpcFailure",
     "add_services",

@@ -17,97 +17,22 @@ import dataclasses
 import functools
 import logging
 import signal
-import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 from aiohttp import web
 
+from farm.domain.constants import URL_FIELDS
 from farm.domain.records import ResultRecord, TaskService
-from farm.gateway.grpc_service import AssetSink, VideoInferenceServicer, add_services
+from farm.gateway.auth import ApiKeys
+from farm.gateway.config import CONFIG_KEYS, GatewayConfig
+from farm.gateway.grpc_service import AssetSink, VideoInferenceServicer, add_services, create_server
 from farm.gateway.http_app import RestFace, make_app
-from farm.gateway.wire import ApiKeys
+
+__all__ = ["CONFIG_KEYS", "Gateway", "GatewayConfig", "GuardedService", "serve"]
 
 log = logging.getLogger(__name__)
-
-#: Config file keys (YAML) and their GatewayConfig fields.
-CONFIG_KEYS = (
-    "api_keys",
-    "allow_urls",
-    "max_queue",
-    "price_per_gpu_second",
-    "public_base_url",
-    "grpc_port",
-    "http_port",
-    "host",
-    "data_dir",
-    "ray_address",
-    "workers",
-    "gpus_per_worker",
-    "max_request_bytes",
-    "max_asset_bytes",
-    "tls_cert",
-    "tls_key",
-    "expire_interval_s",
-    "profiles",
-)
-
-
-@dataclass
-class GatewayConfig:
-    """Everything the gateway is configured with (CLI flags, optionally a YAML file)."""
-
-    grpc_port: int = 50051
-    http_port: int = 8080
-    host: str = "0.0.0.0"
-    data_dir: str = "farm-data"
-    #: Ray cluster to join; None starts an embedded local Ray.
-    ray_address: str | None = None
-    #: Video worker actors per model pool.
-    workers: int = 2
-    gpus_per_worker: float = 0.0
-    #: Bearer keys; empty: no authentication.
-    api_keys: list[str] = field(default_factory=list)
-    #: Hosts/IPs/CIDRs the farm may call although they are loopback/private (webhooks, uploads).
-    allow_urls: list[str] = field(default_factory=list)
-    max_queue: int = 100
-    price_per_gpu_second: float = 0.0
-    #: Base of videoURL (e.g. https://farm.example.com); default http://<host>:<http port>.
-    public_base_url: str | None = None
-    max_request_bytes: int = 64 * 1024 * 1024
-    max_asset_bytes: int = 50 * 1024 * 1024
-    #: How often expired artifacts (past their task's ttl) are deleted from disk.
-    expire_interval_s: float = 30.0
-    #: PEM certificate chain and private key: both given, gRPC and HTTP serve TLS only.
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    #: YAML model profiles (a file or a directory, docs/profiles.md) registered before serving,
-    #: over the embedded default; relative paths in a config file are relative to that file.
-    profiles: str | None = None
-
-    @property
-    def tls(self) -> bool:
-        """Whether both ports serve TLS."""
-        return bool(self.tls_cert and self.tls_key)
-
-    @classmethod
-    def from_file(cls, path: str | Path, **overrides: Any) -> GatewayConfig:
-        """Read a YAML config; ``overrides`` (non-None values, e.g. CLI flags given) win."""
-        import yaml
-
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
-        unknown = sorted(set(raw) - set(CONFIG_KEYS))
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {unknown}; known: {list(CONFIG_KEYS)}")
-        if isinstance(raw.get("profiles"), str) and not Path(raw["profiles"]).is_absolute():
-            # So a config and its profiles can move together (e.g. both in one ConfigMap).
-            raw["profiles"] = str(Path(path).parent / raw["profiles"])
-        values = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
-        return cls(**values)
 
 
 class GuardedService:
@@ -117,7 +42,7 @@ class GuardedService:
     rather than after the render; delivery checks again (and pins the addresses) when it calls.
     """
 
-    URL_FIELDS = ("webhookURL", "uploadEndpoint")
+    URL_FIELDS = URL_FIELDS
 
     def __init__(self, service: TaskService, guard):
         self.service = service
@@ -193,9 +118,9 @@ class Gateway:
         self._servicer: VideoInferenceServicer | None = None
         self._rest: RestFace | None = None
         self._stopped = asyncio.Event()
-        self._delivery_threads: list[threading.Thread] = []
-        #: ``_on_result`` runs in the render's finisher threads, several at once.
-        self._delivery_lock = threading.Lock()
+        self._delivery: Any = None
+        #: Results whose delivery runs, as last stored.
+        self._delivering: dict[tuple[str, int], ResultRecord] = {}
         self._sweeper: asyncio.Task | None = None
 
     # ---------------------------------------------------------------- building the farm
@@ -278,31 +203,63 @@ class Gateway:
     def _on_result(self, record: ResultRecord, task) -> None:
         """The manager's hook for a finished result: give it its URL, start uploads and webhooks.
 
-        Called from the render's finisher threads as each result is final. The manager has
-        already stored the result with ``upload_status``/``webhook_status`` ``pending`` where the
-        task asks for them; a failed result has no upload, only its webhook (error shape).
-        Delivery (retries with backoff) runs on its own thread so rendering is not held up; its
-        outcome is stored through ``manager.update_result``.
+        Called from the manager's event thread as each result is final. The manager has already
+        stored the result with ``upload_status``/``webhook_status`` ``pending`` where the task asks
+        for them; a failed result has no upload, only its webhook (error shape). Delivery runs on
+        the gateway's event loop (``DeliveryService``: bounded concurrency, retries honouring
+        ``Retry-After``); its outcome is stored through ``manager.update_result``.
         """
         if record.status == "success" and record.video_uuid and not record.video_url:
             record = dataclasses.replace(record, video_url=f"{self._public_base_url()}/v1/videos/{record.video_uuid}")
-            # Stored before the delivery thread starts, so its outcome is never overwritten.
+            # Stored before delivery starts, so its outcome is never overwritten.
             if self.manager is not None:
                 self.manager.update_result(record)
         self._start_delivery(record, task)
 
     def _start_delivery(self, record: ResultRecord, task) -> None:
-        if "pending" not in (record.upload_status, record.webhook_status):
+        from farm.domain.constants import output_format
+        from farm.gateway.delivery import DeliveryJob
+        from farm.io import delivery
+
+        if "pending" not in (record.upload_status, record.webhook_status) or self._delivery is None:
             return
-        thread = threading.Thread(target=self._deliver, args=(record, task), name="delivery", daemon=True)
-        with self._delivery_lock:
-            self._delivery_threads = [t for t in self._delivery_threads if t.is_alive()] + [thread]
-        thread.start()
+        self._delivering[(record.task_uuid, record.index)] = record
+        upload = task.upload_endpoint if record.upload_status == "pending" and record.status == "success" else None
+        path = self.manager.result_path(record.task_uuid, record.index) if upload and self.manager else None
+        self._delivery.submit(
+            DeliveryJob(
+                task_uuid=record.task_uuid,
+                index=record.index,
+                upload_endpoint=upload,
+                webhook_url=task.webhook_url if record.webhook_status == "pending" else None,
+                file_path=str(path) if path else None,
+                content_type=output_format(task.output_format).content_type,
+                webhook_payload=delivery.webhook_payload(record),
+                idempotency_key=f"{record.task_uuid}:{record.index}",
+            )
+        )
+
+    def _delivered(self, report, *, final: bool) -> None:
+        """Store a delivery outcome (the upload's before the webhook starts; then the whole)."""
+        key = (report.job.task_uuid, report.job.index)
+        record = self._delivering.get(key)
+        if record is None or self.manager is None:
+            return
+        changes = {}
+        if report.upload_status is not None:
+            changes["upload_status"] = report.upload_status
+        if final and report.webhook_status is not None:
+            changes["webhook_status"] = report.webhook_status
+        record = dataclasses.replace(record, **changes)
+        self._delivering[key] = record
+        if final:
+            self._delivering.pop(key, None)
+        self.manager.update_result(record, delivered=final)
 
     def _redeliver(self, pending: list) -> int:
         """Start again every upload/webhook a previous run left ``pending`` (cut off by a stop or
         a crash); the webhook's idempotency key is the same as the first time. ``pending`` is read
-        before the manager starts, so a result the resumed runner delivers is not sent twice."""
+        before the manager starts, so a result the resumed scheduler delivers is not sent twice."""
         for record, task in pending:
             log.info(
                 "redelivering %s result %d (upload %s, webhook %s)",
@@ -314,60 +271,19 @@ class Gateway:
             self._on_result(record, task)
         return len(pending)
 
-    def _deliver(self, record: ResultRecord, task) -> None:
-        """Upload and/or webhook one result (each retried inside ``farm.io.delivery``), then store the outcome.
-
-        Only the parts still ``pending`` run, and the upload's outcome is stored before the
-        webhook starts, so a restart in between does not upload twice.
-        """
-        from farm.io import delivery
-        from farm.io.artifacts import content_type_for
-        from farm.io.urlguard import UrlGuard
-
-        guard = UrlGuard(self.config.allow_urls)
-        final = record
-        if task.upload_endpoint and record.upload_status == "pending" and record.status == "success":
-            ok = False
-            try:
-                path = self.manager.result_path(record.task_uuid, record.index)
-                outcome = asyncio.run(
-                    delivery.upload_file(
-                        task.upload_endpoint, Path(path), content_type=content_type_for(task.output_format), guard=guard
-                    )
-                )
-                ok = outcome.ok
-            except Exception:  # refused URL, missing file: the result says "failed"
-                log.exception("upload of %s result %d failed", record.task_uuid, record.index)
-            final = dataclasses.replace(final, upload_status="delivered" if ok else "failed")
-            if not ok and self.metrics is not None:
-                self.metrics.delivery_failed("upload")
-            if self.manager is not None and task.webhook_url:
-                self.manager.update_result(final)
-        if task.webhook_url and record.webhook_status == "pending":
-            ok = False
-            try:
-                # The key is stable across retries and gateway restarts: receivers can drop repeats.
-                outcome = asyncio.run(
-                    delivery.post_webhook(
-                        task.webhook_url,
-                        delivery.webhook_payload(final),
-                        idempotency_key=f"{record.task_uuid}:{record.index}",
-                        guard=guard,
-                    )
-                )
-                ok = outcome.ok
-            except Exception:  # keep sweeping; a bad file must not stop the loop
-                log.exception("webhook of %s result %d failed", record.task_uuid, record.index)
-            final = dataclasses.replace(final, webhook_status="delivered" if ok else "failed")
-            if not ok and self.metrics is not None:
-                self.metrics.delivery_failed("webhook")
-        if self.manager is not None:
-            self.manager.update_result(final, delivered=True)
-
-    # ---------------------------------------------------------------- running
-
     async def start(self) -> None:
         """Build the farm (unless given), start gRPC then HTTP; the bound ports are set after."""
+        from farm.gateway.delivery import DeliveryService
+        from farm.io.urlguard import UrlGuard
+
+        self._delivery = DeliveryService(
+            UrlGuard(self.config.allow_urls),
+            on_outcome=functools.partial(self._delivered, final=True),
+            on_upload=functools.partial(self._delivered, final=False),
+            max_concurrent=self.config.delivery_concurrency,
+            metrics=self.metrics,
+        )
+        await self._delivery.start()
         if self.service is None:
             await asyncio.to_thread(self._build_farm)
         # Deliveries a previous run left pending, read before the runner can add its own.
@@ -377,17 +293,20 @@ class Gateway:
         keys = ApiKeys(self.config.api_keys)
         data = Path(self.config.data_dir)
 
-        self._grpc_server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", self.config.max_request_bytes),
-                ("grpc.max_send_message_length", self.config.max_request_bytes),
-            ]
-        )
         self._servicer = VideoInferenceServicer(
             self.service,
             api_keys=keys,
             metrics=self.metrics,
             assets=AssetSink(data / "assets", self.config.max_asset_bytes),
+            max_tasks_per_request=self.config.max_tasks_per_request,
+        )
+        # Auth, metrics and message decoding wrap every RPC once (farm.gateway.interceptors).
+        self._grpc_server = create_server(
+            self._servicer,
+            options=[
+                ("grpc.max_receive_message_length", self.config.max_request_bytes),
+                ("grpc.max_send_message_length", self.config.max_request_bytes),
+            ],
         )
         self._health = await add_services(self._grpc_server, self._servicer)
         address = f"{self.config.host}:{self.config.grpc_port}"
@@ -407,7 +326,13 @@ class Gateway:
             raise OSError(f"cannot bind gRPC to {self.config.host}:{self.config.grpc_port}")
         await self._grpc_server.start()
 
-        self._rest = RestFace(self.service, api_keys=keys, artifacts=self.artifacts, metrics=self.metrics)
+        self._rest = RestFace(
+            self.service,
+            api_keys=keys,
+            artifacts=self.artifacts,
+            metrics=self.metrics,
+            max_tasks_per_request=self.config.max_tasks_per_request,
+        )
         self._http_runner = web.AppRunner(
             make_app(self._rest, max_request_bytes=self.config.max_request_bytes), access_log=None
         )
@@ -459,10 +384,9 @@ class Gateway:
             await self._grpc_server.stop(grace)
         if self._http_runner is not None:
             await self._http_runner.cleanup()
-        with self._delivery_lock:
-            threads = list(self._delivery_threads)
-        for thread in threads:
-            await asyncio.to_thread(thread.join, grace)
+        if self._delivery is not None:
+            # Deliveries cut off here stay pending in the store and are sent again on the next start.
+            await self._delivery.stop(grace)
         close = getattr(self.artifacts, "close", None)
         if callable(close) and self.manager is not None:
             close()

@@ -3,19 +3,55 @@
 Both faces turn their request into the seed's JSON, call the same ``TaskService`` (validation,
 persistence and queueing live there, once) and render answers and errors with the helpers here,
 so a task, a result or an error looks the same whichever face carried it. Errors map through the
-one table in ``farm.domain.errors.error_info``.
+one table in ``farm.domain.errors``.
+
+Whatever a client sent may come back in an error (a taskUUID, an unknown key, a value), so every
+echo is clipped (``farm.domain.errors.clip``), an item lists at most ``MAX_ERRORS_PER_ITEM``
+errors, and a request carries at most ``max_tasks_per_request`` tasks: the answer stays small
+whatever the request.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Collection
+import math
 from typing import Any
 
-from farm.domain.errors import FarmError, QueueFullError, TaskValidationError, UnauthenticatedError, error_info
+from farm.domain.errors import (
+    MESSAGE_MAX_CHARS,
+    FarmError,
+    QueueFullError,
+    TaskValidationError,
+    TooManyTasksError,
+    clip,
+    error_info,
+    error_message,
+    public_message,
+)
 from farm.domain.records import ResultRecord, TaskRecord
+from farm.gateway.auth import ApiKeys
+
+__all__ = [
+    "TASK_TYPE",
+    "PLATFORM_STATUS",
+    "MAX_TASKS_PER_REQUEST",
+    "MAX_ERRORS_PER_ITEM",
+    "ApiKeys",
+    "check_task_count",
+    "task_message_to_dict",
+    "error_items",
+    "video_url",
+    "result_item",
+    "result_error_item",
+    "task_answer",
+    "ack_item",
+]
 
 TASK_TYPE = "videoInference"
+
+#: Default of the ``max_tasks_per_request`` config key: tasks (and getResponse items) in one request.
+MAX_TASKS_PER_REQUEST = 100
+#: Errors listed for one item; past it one more error says how many were left out.
+MAX_ERRORS_PER_ITEM = 20
 
 #: The farm's per-result states as the platform's three: queued and running are "processing",
 #: cancelled is an "error" (with code taskCancelled in ``errors``).
@@ -28,40 +64,10 @@ PLATFORM_STATUS = {
 }
 
 
-class ApiKeys:
-    """Optional API keys: with none configured every caller is anonymous (``None``).
-
-    ``authenticate`` takes the raw ``authorization`` value (``Bearer <key>``) from gRPC metadata
-    or the HTTP header and returns the key to hand to the ``TaskService`` (which isolates tasks
-    per key), or raises ``UnauthenticatedError``.
-    """
-
-    def __init__(self, keys: Collection[str] | None = None):
-        self._keys = tuple(k for k in (keys or ()) if k)
-
-    @property
-    def enabled(self) -> bool:
-        """Whether requests must carry a known key."""
-        return bool(self._keys)
-
-    def authenticate(self, authorization: str | None) -> str | None:
-        """The caller's key, ``None`` when keys are off; raises ``UnauthenticatedError``."""
-        if not self._keys:
-            return None
-        if not authorization:
-            raise UnauthenticatedError("missing API key: send 'authorization: Bearer <key>'")
-        scheme, _, key = authorization.strip().partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or not key:
-            raise UnauthenticatedError("malformed authorization: expected 'Bearer <key>'")
-        # Constant-time comparison against every key: timing does not reveal a key's prefix.
-        found = None
-        for known in self._keys:
-            if hmac.compare_digest(known.encode(), key.encode()):
-                found = known
-        if found is None:
-            raise UnauthenticatedError("unknown API key")
-        return found
+def check_task_count(count: int, limit: int) -> None:
+    """Raise ``TooManyTasksError`` when a request carries more than ``limit`` items."""
+    if count > limit:
+        raise TooManyTasksError(count, limit)
 
 
 def _whole_numbers_to_int(value: Any) -> Any:
@@ -76,8 +82,37 @@ def _whole_numbers_to_int(value: Any) -> Any:
     return value
 
 
-#: Well-known types whose JSON form is not "the message's fields by json_name".
-_JSON_VALUE_TYPES = ("google.protobuf.Value", "google.protobuf.Struct", "google.protobuf.ListValue")
+def _json_value(value) -> Any:
+    """A ``google.protobuf.Value`` as plain Python (what ``MessageToDict`` gives, without its refusals).
+
+    ``MessageToDict`` raises on a NaN or infinite ``number_value``; here it stays a float, so the
+    validator refuses it naming the field (``inputs.frameImages[0].frame``) instead of the call
+    failing as a whole.
+    """
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return _json_struct(value.struct_value)
+    if kind == "list_value":
+        return [_json_value(item) for item in value.list_value.values]
+    if kind == "number_value":
+        return value.number_value
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None  # null_value, or no kind set
+
+
+def _json_struct(struct) -> dict:
+    return {key: _json_value(item) for key, item in struct.fields.items()}
+
+
+#: Well-known JSON types: their JSON form is not "the message's fields by json_name".
+_JSON_VALUE_TYPES = {
+    "google.protobuf.Value": _json_value,
+    "google.protobuf.Struct": _json_struct,
+    "google.protobuf.ListValue": lambda lv: [_json_value(item) for item in lv.values],
+}
 
 
 def _message_json(message) -> dict:
@@ -87,18 +122,13 @@ def _message_json(message) -> dict:
     Differences from ``MessageToDict``, all undone by ``task_message_to_dict`` anyway: 64-bit
     integers stay numbers and non-finite doubles stay floats (the validator refuses them either way).
     """
-    out = {}
+    out: dict[str, Any] = {}
     for field, value in message.ListFields():
         if field.message_type is None:
             out[field.json_name] = list(value) if field.is_repeated else value
-        elif field.message_type.full_name in _JSON_VALUE_TYPES:
-            from google.protobuf import json_format
-
-            out[field.json_name] = (
-                [json_format.MessageToDict(v) for v in value] if field.is_repeated else json_format.MessageToDict(value)
-            )
-        else:
-            out[field.json_name] = [_message_json(v) for v in value] if field.is_repeated else _message_json(value)
+            continue
+        convert = _JSON_VALUE_TYPES.get(field.message_type.full_name, _message_json)
+        out[field.json_name] = [convert(v) for v in value] if field.is_repeated else convert(value)
     return out
 
 
@@ -108,13 +138,15 @@ def task_message_to_dict(message) -> dict:
     Like ``MessageToDict``, the seed's names (the ``json_name``s) with absent optional fields left
     out; two protobuf JSON conventions are undone so that the same task sent over gRPC and over
     JSON gives the same dict (and so the same stored body): 64-bit integers are numbers, not
-    strings, and whole-number doubles (``duration: 5``, ``frame: 10``) are integers.
+    strings, and whole-number doubles (``duration: 5``, ``frame: 10``) are integers. Non-finite
+    doubles (``frame: NaN``) stay floats for the validator to refuse by field.
     """
     raw = _message_json(message)
     if "seed" in raw:
         raw["seed"] = int(raw["seed"])
-    if isinstance(raw.get("duration"), float) and raw["duration"].is_integer():
-        raw["duration"] = int(raw["duration"])
+    duration = raw.get("duration")
+    if isinstance(duration, float) and math.isfinite(duration) and duration.is_integer():
+        raw["duration"] = int(duration)
     frames = raw.get("inputs", {}).get("frameImages")
     if frames is not None:
         raw["inputs"]["frameImages"] = _whole_numbers_to_int(frames)
@@ -125,20 +157,45 @@ def error_items(error: BaseException, task_uuid: str | None = None) -> list[dict
     """The platform's error objects for one failure: one per violation for an invalid task.
 
     Keys: ``code``, ``message``, ``parameter`` (field path, may be empty), ``taskUUID``,
-    ``retryable``, and ``retryAfter`` (seconds) for a full queue.
+    ``retryable``, and ``retryAfter`` (seconds) for a full queue. At most ``MAX_ERRORS_PER_ITEM``
+    violations are listed (then one error says how many more there were); echoed values are
+    clipped; a server-side error gives its short public text (``farm.domain.errors.error_message``),
+    never its details.
     """
     info = error_info(error)
     if task_uuid is None:
         task_uuid = getattr(error, "task_uuid", None)
-    base = {"taskUUID": task_uuid or "", "retryable": info.retryable}
+    base = {"taskUUID": clip(task_uuid) if isinstance(task_uuid, str) else "", "retryable": info.retryable}
     if isinstance(error, TaskValidationError):
-        return [
-            {"code": v.code or info.code, "message": str(v), "parameter": v.field, **base} for v in error.violations
+        shown = error.violations[:MAX_ERRORS_PER_ITEM]
+        items = [
+            {
+                "code": v.code or info.code,
+                "message": clip(str(v), MESSAGE_MAX_CHARS),
+                "parameter": clip(v.field),
+                **base,
+            }
+            for v in shown
         ]
-    message = str(error) if isinstance(error, FarmError) else "internal error"
+        hidden = len(error.violations) - len(shown)
+        if hidden:
+            items.append(
+                {
+                    "code": info.code,
+                    "message": f"and {hidden} more violation(s); only the first {len(shown)} are listed",
+                    "parameter": "",
+                    **base,
+                }
+            )
+        return items
     # Errors about one field (a refused webhookURL, ...) carry it as ``parameter``.
-    parameter = getattr(error, "parameter", "") or ""
-    item = {"code": info.code, "message": message or info.code, "parameter": parameter, **base}
+    parameter = getattr(error, "parameter", "") if isinstance(error, FarmError) else ""
+    item = {
+        "code": info.code,
+        "message": error_message(error),
+        "parameter": clip(parameter) if isinstance(parameter, str) else "",
+        **base,
+    }
     if isinstance(error, QueueFullError):
         item["retryAfter"] = error.retry_after_s
     return [item]
@@ -183,7 +240,11 @@ def result_item(result: ResultRecord, public_base_url: str | None = None) -> dic
 
 
 def result_error_item(result: ResultRecord) -> dict | None:
-    """The ``errors`` entry of a failed or cancelled result, else ``None``."""
+    """The ``errors`` entry of a failed or cancelled result, else ``None``.
+
+    The stored message may be a worker's exception text: a server-side error is answered with its
+    short public text (``farm.domain.errors.public_message``); the details stay in the server log.
+    """
     if result.status == "error":
         code = result.error_code or "renderFailed"
     elif result.status == "cancelled":
@@ -192,8 +253,8 @@ def result_error_item(result: ResultRecord) -> dict | None:
         return None
     return {
         "code": code,
-        "message": result.error_message or f"result {result.index} {result.status}",
-        "parameter": result.error_parameter or "",
+        "message": public_message(code, result.error_message or f"result {result.index} {result.status}"),
+        "parameter": clip(result.error_parameter or ""),
         "taskUUID": result.task_uuid,
         "retryable": False,
     }

@@ -54,15 +54,17 @@ def content_type_for(name: str) -> str:
 
 
 class ArtifactNotFound(TaskNotFoundError):
-    """No artifact with that videoUUID."""
+    """No artifact with that videoUUID (HTTP 404, gRPC NOT_FOUND)."""
 
     code = "videoNotFound"
+    http_status = 404
 
 
 class ArtifactExpired(ArtifactNotFound):
-    """The artifact existed but its ttl has passed; its file is (or is about to be) deleted."""
+    """The artifact existed but its ttl has passed; its file is (or is about to be) deleted (HTTP 410 Gone)."""
 
     code = "videoExpired"
+    http_status = 410
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,20 +5,25 @@ and connect only to the addresses the guard vetted (a pinned resolver: a DNS ans
 between the check and the connect cannot steer the farm into its own network). Redirects are not
 followed, for the same reason: a 3xx is a final failure.
 
-Retry policy, shared by both: 2xx is success; 429, 5xx, connection errors and timeouts are
-retried with exponential backoff plus jitter (``Retry-After`` is honoured, up to a minute); any
-other status is final. Exhausted retries are reported in a ``DeliveryOutcome``, not raised, so
-the manager records the outcome on the result; ``DeliveryOutcome.raise_for_failure`` turns it
-into a ``DeliveryError`` where a caller prefers that. A ``ForbiddenURLError`` is raised.
+Retry policy, shared by both (``tenacity``): 2xx is success; 429, 5xx, connection errors and
+timeouts are retried; any other status (and a 3xx) is final. The wait before a retry is the
+``Retry-After`` of a 429 or 503 (seconds or an HTTP date, up to a minute), else exponential backoff
+with jitter, so many farms' retries do not arrive in lockstep. Exhausted retries are reported in a
+``DeliveryOutcome``, not raised, so the caller records the outcome on the result;
+``DeliveryOutcome.raise_for_failure`` turns it into a ``DeliveryError`` where a caller prefers
+that. A ``ForbiddenURLError`` is raised. ``limiter`` (an ``asyncio.Semaphore``) bounds how many
+attempts run at once across callers; it is not held while waiting to retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import email.utils
 import ipaddress
 import json
-import random
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +31,20 @@ from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, wait_exponential_jitter
 from yarl import URL
 
-from farm.domain.errors import DeliveryError
+from farm.domain.errors import DeliveryError, public_message
 from farm.domain.records import ResultRecord
 from farm.io.urlguard import UrlGuard
 
-__all__ = ["DeliveryOutcome", "upload_file", "post_webhook", "webhook_payload"]
+__all__ = ["DeliveryOutcome", "upload_file", "post_webhook", "webhook_payload", "retry_after_seconds"]
 
 _USER_AGENT = "skyreels-farm-delivery/0.1"
 #: No single wait between attempts is longer, whatever the backoff or Retry-After says.
 _MAX_DELAY_S = 60.0
+#: Statuses whose Retry-After sets the wait before the next attempt.
+_RETRY_AFTER_STATUSES = (429, 503)
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,7 @@ async def upload_file(
     attempts: int = 5,
     backoff_s: float = 0.5,
     timeout_s: float = 300,
+    limiter: asyncio.Semaphore | None = None,
 ) -> DeliveryOutcome:
     """PUT the raw bytes of ``path`` to ``url`` (the task's ``uploadEndpoint``), retrying as the module says.
 
@@ -81,7 +90,7 @@ async def upload_file(
             async with session.put(url, data=body, headers=headers, allow_redirects=False) as response:
                 return response.status, _retry_after(response.headers)
 
-    return await _deliver(send, url, "uploadEndpoint", guard, attempts, backoff_s, timeout_s)
+    return await _deliver(send, url, "uploadEndpoint", guard, attempts, backoff_s, timeout_s, limiter)
 
 
 async def post_webhook(
@@ -93,6 +102,7 @@ async def post_webhook(
     attempts: int = 6,
     backoff_s: float = 0.5,
     timeout_s: float = 30,
+    limiter: asyncio.Semaphore | None = None,
 ) -> DeliveryOutcome:
     """POST ``payload`` as JSON to ``url`` (the task's ``webhookURL``), retrying as the module says.
 
@@ -108,7 +118,7 @@ async def post_webhook(
         async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
             return response.status, _retry_after(response.headers)
 
-    return await _deliver(send, url, "webhookURL", guard, attempts, backoff_s, timeout_s)
+    return await _deliver(send, url, "webhookURL", guard, attempts, backoff_s, timeout_s, limiter)
 
 
 def webhook_payload(record: ResultRecord, *, task_type: str = "videoInference") -> dict[str, Any]:
@@ -118,12 +128,13 @@ def webhook_payload(record: ResultRecord, *, task_type: str = "videoInference") 
         ...                              video_uuid="v1", video_url="https://farm/v/v1.mp4"))
         {'data': [{'taskType': 'videoInference', 'taskUUID': 't1', 'status': 'success', 'videoUUID': 'v1', 'videoURL': 'https://farm/v/v1.mp4', 'seed': 7}]}
         >>> webhook_payload(ResultRecord(task_uuid="t1", index=1, status="error",
-        ...                              error_code="workerLost", error_message="worker 3 died"))
-        {'errors': [{'code': 'workerLost', 'message': 'worker 3 died', 'taskUUID': 't1'}]}
+        ...                              error_code="workerLost", error_message="actor 3 died on 10.0.0.7"))
+        {'errors': [{'code': 'workerLost', 'message': 'a render worker was lost and no other could finish the result', 'taskUUID': 't1'}]}
 
     ``cost`` appears only when it was computed (``includeCost``); ``videoURL`` only when the result
     is served by URL; ``extendedPrompt`` only when ``promptExtend`` rewrote the prompt; an error's
-    ``parameter`` only when it is about one field (a media input). A result still queued or running has nothing to deliver: ``ValueError``.
+    ``parameter`` only when it is about one field (a media input). A server-side error's message is
+    its short public text (``farm.domain.errors.public_message``): the details are for the server log. A result still queued or running has nothing to deliver: ``ValueError``.
     """
     if record.status == "success":
         item: dict[str, Any] = {
@@ -144,7 +155,7 @@ def webhook_payload(record: ResultRecord, *, task_type: str = "videoInference") 
     if record.status in ("error", "cancelled"):
         cancelled = record.status == "cancelled"
         code = record.error_code or ("taskCancelled" if cancelled else "internalError")
-        message = record.error_message or ("the task was cancelled" if cancelled else "the result failed")
+        message = public_message(code, record.error_message or ("the task was cancelled" if cancelled else ""))
         error = {"code": code, "message": message, "taskUUID": record.task_uuid}
         if record.error_parameter:
             error["parameter"] = record.error_parameter
@@ -192,47 +203,109 @@ class _PinnedResolver(AbstractResolver):
 # stream an endless body into memory. force_close drops the connection with it.
 
 
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After")
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait: delay-seconds or an HTTP date; None if absent or unreadable.
+
+    >>> retry_after_seconds("1.5")
+    1.5
+    >>> retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0)
+    10.0
+    >>> retry_after_seconds("soon") is None
+    True
+    """
+    if value is None:
+        return None
+    value = value.strip()
     try:
-        return max(0.0, float(value)) if value is not None else None
+        return max(0.0, float(value))
     except ValueError:
-        return None  # an HTTP date: rare from upload/webhook receivers; use our own backoff
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None  # an HTTP date is always GMT; one without a zone is not an HTTP date
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _retry_after(headers: Any) -> float | None:
+    return retry_after_seconds(headers.get("Retry-After"))
 
 
 Send = Callable[[aiohttp.ClientSession], Awaitable[tuple[int, "float | None"]]]
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """What one attempt got: a status (None: no response) and what its Retry-After asked."""
+
+    status: int | None
+    retry_after: float | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def transient(self) -> bool:
+        """Whether the same request may succeed later: no response, 429 or 5xx."""
+        return self.status is None or self.status == 429 or self.status >= 500
+
+
+def _wait(backoff_s: float) -> Callable[[RetryCallState], float]:
+    backoff = wait_exponential_jitter(multiplier=backoff_s, max=_MAX_DELAY_S, jitter=backoff_s)
+
+    def wait(state: RetryCallState) -> float:
+        outcome = state.outcome
+        last = outcome.result() if outcome is not None and not outcome.failed else None
+        if isinstance(last, _Attempt) and last.retry_after is not None and last.status in _RETRY_AFTER_STATUSES:
+            return min(_MAX_DELAY_S, last.retry_after)
+        return backoff(state)
+
+    return wait
+
+
 async def _deliver(
-    send: Send, url: str, field: str, guard: UrlGuard, attempts: int, backoff_s: float, timeout_s: float
+    send: Send,
+    url: str,
+    field: str,
+    guard: UrlGuard,
+    attempts: int,
+    backoff_s: float,
+    timeout_s: float,
+    limiter: asyncio.Semaphore | None = None,
 ) -> DeliveryOutcome:
     if attempts < 1:
         raise ValueError(f"attempts must be at least 1, got {attempts}")
     host = URL(url).host or ""
-    status: int | None = None
-    error: str | None = None
-    for attempt in range(1, attempts + 1):
-        # Every attempt re-checks: the allow-list or the DNS answer may have changed since the last.
-        addresses = await guard.resolve_async(url, field)
-        retry_after = None
-        connector = aiohttp.TCPConnector(resolver=_PinnedResolver(host, addresses), force_close=True)
-        try:
-            async with aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)
-            ) as session:
-                status, retry_after = await send(session)
-        except (TimeoutError, aiohttp.ClientError, OSError) as caught:
-            status, error = None, f"{type(caught).__name__}: {caught}".rstrip(": ")
-        else:
-            if 200 <= status < 300:
-                return DeliveryOutcome(ok=True, attempts=attempt, status=status, error=None)
-            error = f"HTTP {status}"
-            if not (status == 429 or status >= 500):
-                return DeliveryOutcome(ok=False, attempts=attempt, status=status, error=error)
-        if attempt < attempts:
-            delay = min(_MAX_DELAY_S, backoff_s * 2 ** (attempt - 1))
-            delay += random.uniform(0, delay / 2)  # jitter: many farms' retries do not arrive in lockstep
-            if retry_after is not None:
-                delay = max(delay, min(_MAX_DELAY_S, retry_after))
-            await asyncio.sleep(delay)
-    return DeliveryOutcome(ok=False, attempts=attempts, status=status, error=error)
+    made = 0
+
+    async def attempt() -> _Attempt:
+        nonlocal made
+        async with limiter if limiter is not None else contextlib.nullcontext():
+            made += 1
+            # Every attempt re-checks: the allow-list or the DNS answer may have changed since the last.
+            addresses = await guard.resolve_async(url, field)
+            connector = aiohttp.TCPConnector(resolver=_PinnedResolver(host, addresses), force_close=True)
+            try:
+                async with aiohttp.ClientSession(
+                    connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)
+                ) as session:
+                    status, retry_after = await send(session)
+            except (TimeoutError, aiohttp.ClientError, OSError) as caught:
+                return _Attempt(None, None, f"{type(caught).__name__}: {caught}".rstrip(": "))
+        return _Attempt(status, retry_after, None if 200 <= status < 300 else f"HTTP {status}")
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(attempts),
+        wait=_wait(backoff_s),
+        retry=retry_if_result(lambda result: not result.ok and result.transient),
+        # Out of attempts: answer the last attempt rather than raise RetryError. A ForbiddenURLError
+        # is not a result: it is raised as it is, at once.
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome is not None else None,
+        reraise=True,
+    )
+    last: _Attempt = await retrying(attempt)
+    return DeliveryOutcome(ok=last.ok, attempts=made, status=last.status, error=last.error)

@@ -79,12 +79,8 @@ class FakeService:
         yield ProgressEvent(task_uuid=task_uuid, kind="done", extra={"status": "success"})
 
 
-class ArtifactNotFound(KeyError):
-    """Named like farm.io.artifacts' class: the HTTP face matches the store's errors by name."""
-
-
-class ArtifactExpired(ArtifactNotFound):
-    pass
+# The HTTP face maps the artifact store's own error classes (404, 410).
+from farm.io.artifacts import ArtifactExpired, ArtifactNotFound  # noqa: E402 - next to the fake that raises them
 
 
 @dataclasses.dataclass

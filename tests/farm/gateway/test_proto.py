@@ -111,3 +111,34 @@ def test_inputs_mask_survives_the_grpc_to_json_conversion(make_task):
     back = task_message_to_dict(message)
     assert back["inputs"]["mask"] == "https://example.com/mask.png"
     assert parse_task(back).inputs.mask == "https://example.com/mask.png"
+
+
+def test_non_finite_numbers_reach_the_validator_named_by_field(make_task):
+    """MessageToDict refuses NaN in a Value (the call failed as UNKNOWN); the conversion keeps it
+    for the validator, which names the field."""
+    import math
+
+    from farm.domain.errors import TaskValidationError
+
+    raw = make_task(inputs={"frameImages": [{"image": "https://example.com/a.png", "frame": 1}]}, duration=5)
+    message = json_format.ParseDict(raw, farm_pb2.VideoInferenceTask())
+    message.inputs.frame_images[0].struct_value["frame"] = float("nan")
+    message.duration = float("inf")
+    back = task_message_to_dict(message)
+    assert math.isnan(back["inputs"]["frameImages"][0]["frame"]) and back["duration"] == float("inf")
+    with pytest.raises(TaskValidationError) as caught:
+        parse_task(back)
+    assert {v.field for v in caught.value.violations} == {"inputs.frameImages[0].frame", "duration"}
+
+
+def test_struct_and_list_values_convert_like_message_to_dict():
+    raw = {
+        "inputs": {
+            "frameImages": [
+                {"image": "https://example.com/a.png", "frame": 3, "extra": [None, True, "x", 1.5, {"deep": [2]}]},
+                "https://example.com/b.png",
+            ]
+        }
+    }
+    message = json_format.ParseDict(raw, farm_pb2.VideoInferenceTask())
+    assert task_message_to_dict(message) == raw

@@ -41,7 +41,7 @@ def test_content_types():
     assert content_type_for("MP4") == "video/mp4"
     assert content_type_for("webm") == "video/webm"
     assert content_type_for("MOV") == "video/quicktime"
-    with pytest.raises(ValueError, match="output format must be one of"):
+    with pytest.raises(ValueError, match="output.format must be one of"):
         content_type_for("GIF")
 
 
