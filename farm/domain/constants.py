@@ -53,6 +53,10 @@ MAX_PIXELS = 1920 * 1080
 #: ``seed + i``, so the base seed of a task with N results is at most ``SEED_MAX - (N - 1)``.
 SEED_MAX = 2**63 - 1
 
+#: The ``priority`` extension: higher runs first within its API key's fair share; absent is 0.
+PRIORITY_MIN = -100
+PRIORITY_MAX = 100
+
 #: Items of the ``inputs`` arrays (the seed's limits).
 REFERENCE_IMAGES_MAX = 3
 REFERENCE_IMAGES_PER_GROUP_MAX = 5

@@ -59,6 +59,8 @@ from farm.domain.constants import (
     OUTPUT_QUALITY_MAX,
     OUTPUT_QUALITY_MIN,
     POSITIVE_PROMPT_MAX_CHARS,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     REFERENCE_IMAGES_MAX,
     REFERENCE_IMAGES_PER_GROUP_MAX,
     REFERENCE_VIDEOS_COUNT,
@@ -434,10 +436,16 @@ class SettingsSchema(_Schema):
     prompt_extend: bool = Field(
         default=True, description="Extend the prompt before rendering (reported as extendedPrompt)."
     )
-    chunk_mode: Annotated[Literal["parallel", "sequential"], _Choice(_lower("parallel", "sequential"))] | None = Field(
+    chunk_mode: (
+        Annotated[
+            Literal["parallel", "sequential", "codenoise"], _Choice(_lower("parallel", "sequential", "codenoise"))
+        ]
+        | None
+    ) = Field(
         default=None,
-        description="Extension: parallel chunks, or sequential chunks that continue the previous chunk's "
-        "last frames (needs a VACE profile). Default: the model profile's.",
+        description="Extension: parallel chunks, sequential chunks that continue the previous chunk's "
+        "last frames (needs a VACE profile), or codenoise (overlapping windows denoised in lockstep, their "
+        "overlaps fused at every step). Default: the model profile's.",
     )
 
 
@@ -662,6 +670,12 @@ class TaskSchema(_Schema):
         ge=0,
         le=SEED_MAX,
         description="Extension: base seed of result 0 (result i uses seed + i, at most 2^63-1). Default: random.",
+    )
+    priority: int | None = Field(
+        default=None,
+        ge=PRIORITY_MIN,
+        le=PRIORITY_MAX,
+        description="Extension: scheduling priority within the API key's share (higher first). Default: 0.",
     )
 
 

@@ -74,7 +74,7 @@ class Settings:
     prompt_extend: bool = True
     #: Extension to the seed: ``chunkMode`` ``parallel`` (chunks of a result render at once) or
     #: ``sequential`` (each chunk continues the previous chunk's last frames); None: the profile's.
-    chunk_mode: Literal["parallel", "sequential"] | None = None
+    chunk_mode: Literal["parallel", "sequential", "codenoise"] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,3 +104,5 @@ class VideoInferenceTask:
     settings: Settings = field(default_factory=Settings)
     #: Extension to the seed: base seed of result 0 (result i uses seed + i). None: random.
     seed: int | None = None
+    #: Extension to the seed: scheduling priority within the API key's share (higher first).
+    priority: int = 0

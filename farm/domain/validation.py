@@ -548,6 +548,7 @@ def _task(schema: TaskSchema) -> VideoInferenceTask:
         num_frames=frame_count(schema.duration),
         settings=Settings(audio=audio, prompt_extend=settings.prompt_extend, chunk_mode=settings.chunk_mode),
         seed=schema.seed,
+        priority=schema.priority or 0,
     )
 
 

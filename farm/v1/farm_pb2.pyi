@@ -60,7 +60,7 @@ class Settings(_message.Message):
     def __init__(self, audio: _Optional[bool] = ..., prompt_extend: _Optional[bool] = ..., chunk_mode: _Optional[str] = ...) -> None: ...
 
 class VideoInferenceTask(_message.Message):
-    __slots__ = ("task_type", "task_uuid", "output_type", "output_format", "output_quality", "webhook_url", "delivery_method", "upload_endpoint", "safety", "ttl", "include_cost", "inputs", "number_results", "model", "positive_prompt", "width", "height", "resolution", "duration", "settings", "seed")
+    __slots__ = ("task_type", "task_uuid", "output_type", "output_format", "output_quality", "webhook_url", "delivery_method", "upload_endpoint", "safety", "ttl", "include_cost", "inputs", "number_results", "model", "positive_prompt", "width", "height", "resolution", "duration", "settings", "seed", "priority")
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     TASK_UUID_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class VideoInferenceTask(_message.Message):
     DURATION_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     task_type: str
     task_uuid: str
     output_type: str
@@ -103,7 +104,8 @@ class VideoInferenceTask(_message.Message):
     duration: float
     settings: Settings
     seed: int
-    def __init__(self, task_type: _Optional[str] = ..., task_uuid: _Optional[str] = ..., output_type: _Optional[str] = ..., output_format: _Optional[str] = ..., output_quality: _Optional[int] = ..., webhook_url: _Optional[str] = ..., delivery_method: _Optional[str] = ..., upload_endpoint: _Optional[str] = ..., safety: _Optional[_Union[Safety, _Mapping]] = ..., ttl: _Optional[int] = ..., include_cost: _Optional[bool] = ..., inputs: _Optional[_Union[Inputs, _Mapping]] = ..., number_results: _Optional[int] = ..., model: _Optional[str] = ..., positive_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., resolution: _Optional[str] = ..., duration: _Optional[float] = ..., settings: _Optional[_Union[Settings, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+    priority: int
+    def __init__(self, task_type: _Optional[str] = ..., task_uuid: _Optional[str] = ..., output_type: _Optional[str] = ..., output_format: _Optional[str] = ..., output_quality: _Optional[int] = ..., webhook_url: _Optional[str] = ..., delivery_method: _Optional[str] = ..., upload_endpoint: _Optional[str] = ..., safety: _Optional[_Union[Safety, _Mapping]] = ..., ttl: _Optional[int] = ..., include_cost: _Optional[bool] = ..., inputs: _Optional[_Union[Inputs, _Mapping]] = ..., number_results: _Optional[int] = ..., model: _Optional[str] = ..., positive_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., resolution: _Optional[str] = ..., duration: _Optional[float] = ..., settings: _Optional[_Union[Settings, _Mapping]] = ..., seed: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class TaskError(_message.Message):
     __slots__ = ("code", "message", "parameter", "task_uuid", "retryable", "retry_after_s")
