@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
-    # farm.render.results is torch-free, but keep the gateway light anyway; the gateway process should not need it to count requests.
+    # Types only: the gateway counts requests without importing the render layer.
     from farm.render.results import RenderResult
 
 __all__ = ["FarmMetrics", "TASK_STATUSES", "STAGES", "DELIVERY_KINDS"]
@@ -85,6 +85,42 @@ class FarmMetrics:
         self.render_failures = Counter(
             "farm_render_failures", "Results that failed to render, by error code.", ["code"], registry=r
         )
+        # The scheduler's view (its periodic ``stats`` event): per worker pool (``video:<model>``,
+        # ``audio:<model>``) and per API key (a fingerprint: keys are secrets).
+        self.pool_workers = Gauge(
+            "farm_pool_workers",
+            "Worker actors per pool, by state (starting, idle, busy).",
+            ["pool", "state"],
+            registry=r,
+        )
+        self.gpu_busy_ratio = Gauge(
+            "farm_gpu_busy_ratio",
+            "Share of the pool's worker time spent rendering since the last report.",
+            ["pool"],
+            registry=r,
+        )
+        self.units_queued = Gauge(
+            "farm_units_queued", "Units (chunks, prompts, audio) waiting, per pool.", ["pool"], registry=r
+        )
+        self.units_in_flight = Gauge(
+            "farm_units_in_flight", "Units running on a worker, per pool.", ["pool"], registry=r
+        )
+        self.key_queue_depth = Gauge(
+            "farm_key_queue_depth",
+            "Units waiting per API key (key: the first 8 hex of its SHA-256).",
+            ["key"],
+            registry=r,
+        )
+        self.scheduling_latency = Gauge(
+            "farm_scheduling_latency_seconds",
+            "Seconds from a unit being ready to it running, by quantile.",
+            ["quantile"],
+            registry=r,
+        )
+        self.scheduler_cpu = Gauge(
+            "farm_scheduler_seconds_per_dispatch", "Scheduler CPU seconds per dispatched unit.", registry=r
+        )
+        self._busy_seen: dict[str, tuple[float, float]] = {}
         # Series that exist before the first event, so dashboards and rate() see zeros, not gaps.
         for status in TASK_STATUSES:
             self.tasks_finished.labels(status)
@@ -139,6 +175,33 @@ class FarmMetrics:
         """How many render workers are busy and idle now."""
         self.workers.labels("busy").set(busy)
         self.workers.labels("idle").set(idle)
+
+    def scheduler_stats(self, stats: dict) -> None:
+        """The scheduler's ``stats`` event (``SchedulerCore.stats``): pools, queues, latency."""
+        import hashlib
+
+        for pool, p in stats.get("pools", {}).items():
+            for state in ("starting", "idle", "busy"):
+                self.pool_workers.labels(pool, state).set(p.get(state, 0))
+            self.units_in_flight.labels(pool).set(p.get("busy", 0))
+            busy, alive = p.get("busy_s", 0.0), p.get("alive_s", 0.0)
+            before = self._busy_seen.get(pool)
+            self._busy_seen[pool] = (busy, alive)
+            if before is not None and alive - before[1] > 0:
+                self.gpu_busy_ratio.labels(pool).set(min(1.0, max(0.0, (busy - before[0]) / (alive - before[1]))))
+        queued = stats.get("queued_by_pool", {})
+        for pool in set(queued) | set(stats.get("pools", {})):
+            self.units_queued.labels(pool).set(queued.get(pool, 0))
+        for key, depth in stats.get("queued_by_key", {}).items():
+            fingerprint = hashlib.sha256(str(key).encode()).hexdigest()[:8]
+            self.key_queue_depth.labels(fingerprint).set(depth)
+        self.scheduling_latency.labels("0.5").set(stats.get("latency_p50", 0.0))
+        self.scheduling_latency.labels("0.99").set(stats.get("latency_p99", 0.0))
+        if stats.get("dispatches"):
+            self.scheduler_cpu.set(stats.get("dispatch_seconds", 0.0) / stats["dispatches"])
+        busy_total = sum(p.get("busy", 0) for name, p in stats.get("pools", {}).items() if name.startswith("video:"))
+        idle_total = sum(p.get("idle", 0) for name, p in stats.get("pools", {}).items() if name.startswith("video:"))
+        self.set_workers(busy_total, idle_total)
 
     def delivery_failed(self, kind: str) -> None:
         """A ``webhook`` or ``upload`` failed after every retry."""

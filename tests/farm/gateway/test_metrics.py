@@ -29,7 +29,36 @@ EXPECTED_NAMES = {
     "farm_grpc_requests_total",
     "farm_http_requests_total",
     "farm_render_failures_total",
+    "farm_pool_workers",
+    "farm_gpu_busy_ratio",
+    "farm_units_queued",
+    "farm_units_in_flight",
+    "farm_key_queue_depth",
+    "farm_scheduling_latency_seconds",
+    "farm_scheduler_seconds_per_dispatch",
 }
+
+#: Two of the scheduler's periodic stats reports (``SchedulerCore.stats``), 2 s apart.
+STATS = [
+    {
+        "pools": {"video:m": {"starting": 1, "idle": 1, "busy": 2, "busy_s": 10.0, "alive_s": 20.0}},
+        "queued_by_pool": {"video:m": 5},
+        "queued_by_key": {"secret-key": 5},
+        "latency_p50": 0.004,
+        "latency_p99": 0.05,
+        "dispatches": 40,
+        "dispatch_seconds": 0.08,
+    },
+    {
+        "pools": {"video:m": {"starting": 0, "idle": 0, "busy": 4, "busy_s": 17.0, "alive_s": 28.0}},
+        "queued_by_pool": {"video:m": 3},
+        "queued_by_key": {"secret-key": 3},
+        "latency_p50": 0.004,
+        "latency_p99": 0.05,
+        "dispatches": 60,
+        "dispatch_seconds": 0.12,
+    },
+]
 
 
 def sample(metrics: FarmMetrics, name: str, **labels) -> float | None:
@@ -50,6 +79,8 @@ def busy_metrics() -> FarmMetrics:
     metrics.observe_stage("deliver", 0.3)
     metrics.observe_chunk(12.0)
     metrics.observe_chunk(40.0)
+    for stats in STATS:  # the scheduler's reports (they set farm_workers too; the call below wins)
+        metrics.scheduler_stats(stats)
     metrics.set_workers(busy=3, idle=1)
     metrics.delivery_failed("webhook")
     metrics.grpc_request("Submit", "OK")
@@ -150,3 +181,14 @@ def test_promtool_check_metrics_passes():
 
 def test_docstring_examples():
     assert doctest.testmod(farm.gateway.metrics).failed == 0
+
+
+def test_scheduler_stats_give_utilisation_queues_and_a_key_fingerprint_not_the_key():
+    metrics = busy_metrics()
+    # 7 busy worker-seconds over 8 alive worker-seconds between the two reports.
+    assert sample(metrics, "farm_gpu_busy_ratio", pool="video:m") == pytest.approx(7 / 8)
+    assert sample(metrics, "farm_units_queued", pool="video:m") == 3
+    assert sample(metrics, "farm_pool_workers", pool="video:m", state="busy") == 4
+    assert sample(metrics, "farm_scheduling_latency_seconds", quantile="0.99") == pytest.approx(0.05)
+    body = metrics.exposition()[0].decode()
+    assert "secret-key" not in body and 'farm_key_queue_depth{key="' in body
