@@ -400,6 +400,11 @@ class Gateway:
 async def serve(config: GatewayConfig, *, ready: asyncio.Event | None = None) -> None:
     """Run the gateway until SIGTERM or SIGINT, then shut down gracefully."""
     gateway = Gateway(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Before the ports are announced: a SIGTERM right after start must stop gracefully.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     await gateway.start()
     print(
         f"farm gateway: gRPC on {config.host}:{gateway.grpc_port}, HTTP on {config.host}:{gateway.http_port}, "
@@ -408,10 +413,6 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Event | None = None) ->
     )
     if ready is not None:
         ready.set()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:

@@ -74,6 +74,9 @@ class SchedulerHost:
     def epoch(self) -> str:
         return self.core.epoch
 
+    def chunk_renders(self, task_uuid: str) -> int:
+        return self.core.chunk_renders(task_uuid)
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
