@@ -28,7 +28,7 @@ from farm.domain.task import VideoInferenceTask
 from farm.render.executor import MediaConfig
 from farm.render.results import RenderEvent, RenderResult, ResultTimings, plan_task, result_seeds
 from farm.scheduler.core import SchedulerConfig, SchedulerCore
-from farm.scheduler.events import SchedulerEvent, TaskSpec
+from farm.scheduler.events import ResultOutcome, SchedulerEvent, TaskSpec
 from farm.scheduler.pools import PoolPolicy
 
 if TYPE_CHECKING:
@@ -83,51 +83,58 @@ def render_task(
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    seeds = result_seeds(task, base_seed)
     wanted = tuple(range(task.number_results)) if results is None else tuple(sorted(set(results)))
     if any(not 0 <= i < task.number_results for i in wanted):
         raise ValueError(f"results {list(wanted)} out of range for numberResults {task.number_results}")
-
     core, executor = _local_core(pool, on_frames, resolver, blend)
-    spec = TaskSpec(
-        task_uuid=task.task_uuid,
-        body={},
-        api_key=None,
-        seeds=tuple(seeds),
-        results=wanted,
-        out_dir=str(out),
-        parsed=task,
-        media=MediaConfig(),
+    core.hand_over(
+        TaskSpec(
+            task_uuid=task.task_uuid,
+            body={},
+            api_key=None,
+            seeds=tuple(result_seeds(task, base_seed)),
+            results=wanted,
+            out_dir=str(out),
+            parsed=task,
+            media=MediaConfig(),
+        )
     )
-    core.hand_over(spec)
-    rendered: dict[int, RenderResult] = {}
-    cursor = 0
-    cancelled = False
+    forward = _Forwarder(task, on_event, on_result, started)
     try:
-        while True:
-            if not cancelled and should_cancel is not None and should_cancel():
-                cancelled = core.cancel(task.task_uuid) or cancelled
-            core.step(0.05)
-            batch = core.events(cursor)
-            for event in batch.events:
-                cursor = event.seq
-                _forward(event, task, on_event, on_result, rendered, started)
-            if core.ended(task.task_uuid) is not None:
-                break
+        _run(core, task.task_uuid, forward, should_cancel)
     finally:
         _sync_pool(core, executor, pool)
         executor.release()
-    status = core.ended(task.task_uuid)
-    error, result_errors = core.errors(task.task_uuid)
-    if status == "cancelled":
-        raise TaskCancelledError(f"task {task.task_uuid} was cancelled")
+    _raise_failure(core, task.task_uuid, wanted)
+    return [forward.rendered[i] for i in wanted]
+
+
+def _run(core: SchedulerCore, task_uuid: str, forward: _Forwarder, should_cancel: CancelCheck | None) -> None:
+    """Step the core until the task ends, forwarding its events and asking ``should_cancel``."""
+    cursor, cancelled = 0, False
+    while True:
+        if not cancelled and should_cancel is not None and should_cancel():
+            cancelled = core.cancel(task_uuid)
+        core.step(0.05)
+        for event in core.events(cursor).events:
+            cursor = event.seq
+            forward(event)
+        if core.ended(task_uuid) is not None:
+            return
+
+
+def _raise_failure(core: SchedulerCore, task_uuid: str, wanted: Sequence[int]) -> None:
+    """Raise what the render ended with: cancelled, failed as a whole, or a result's own error
+    (a safety refusal is not raised: that result comes back with ``error`` set)."""
+    if core.ended(task_uuid) == "cancelled":
+        raise TaskCancelledError(f"task {task_uuid} was cancelled")
+    error, result_errors = core.errors(task_uuid)
     if error is not None:
         raise error
     for index in wanted:
         failure = result_errors.get(index)
         if failure is not None and not isinstance(failure, SafetyError):
             raise failure if isinstance(failure, RenderError | WorkerLostError) else RenderError(str(failure))
-    return [rendered[i] for i in wanted]
 
 
 def _local_core(
@@ -174,69 +181,67 @@ def _sync_pool(core: SchedulerCore, executor: Any, pool: WorkerPool) -> None:
         pool.audio_worker = audio[0]
 
 
-def _forward(
-    event: SchedulerEvent,
-    task: VideoInferenceTask,
-    on_event: EventCallback | None,
-    on_result: ResultCallback | None,
-    rendered: dict[int, RenderResult],
-    started: float,
-) -> None:
-    """A scheduler event as the Python API's ``RenderEvent`` and ``on_result`` calls."""
-    if event.task_uuid != task.task_uuid or event.result_index is None:
-        return
-    index = event.result_index
-    if event.kind in ("chunk", "denoise", "audio", "encode") and on_event is not None:
-        on_event(
-            RenderEvent(
-                stage=event.kind,
-                result_index=index,
-                done=event.done,
-                total=event.total,  # type: ignore[arg-type]
-                seconds=event.seconds,
-            )
-        )
-    if event.kind != "result" or event.outcome is None:
-        return
-    outcome = event.outcome
-    if outcome.status == "cancelled":
-        return
-    result = RenderResult(
-        index=index,
-        seed=outcome.seed,
-        video_uuid=outcome.video_uuid or "",
-        path=Path(outcome.path) if outcome.path else None,
-        output_format=task.output_format,
-        num_frames=outcome.num_frames or task.num_frames,
-        width=outcome.width or task.width,
-        height=outcome.height or task.height,
-        fps=OUTPUT_FPS,
-        has_audio=outcome.has_audio,
-        chunks=outcome.chunks,
-        timings=ResultTimings(
-            model_s=outcome.model_s,
-            audio_s=outcome.audio_s,
-            encode_s=outcome.encode_s,
-            wall_s=time.perf_counter() - started,
-            activity=outcome.activity,
-        ),
-        extended_prompt=outcome.extended_prompt,
-    )
-    if outcome.status == "error":
-        from farm.domain.errors import SafetyError
+class _Forwarder:
+    """Scheduler events as the Python API's ``RenderEvent`` s, ``on_result`` calls and results."""
 
-        if outcome.error_code != SafetyError.code:
-            rendered[index] = result
+    def __init__(
+        self, task: VideoInferenceTask, on_event: EventCallback | None, on_result: ResultCallback | None, started: float
+    ):
+        self.task, self.on_event, self.on_result, self.started = task, on_event, on_result, started
+        self.rendered: dict[int, RenderResult] = {}
+
+    def __call__(self, event: SchedulerEvent) -> None:
+        if event.task_uuid != self.task.task_uuid or event.result_index is None:
             return
-        result = _with_error(result, SafetyError(outcome.error_message or "flagged by the safety checker"))
-    rendered[index] = result
-    if on_event is not None and outcome.status == "success":
-        on_event(RenderEvent(stage="result", result_index=index, done=1, total=1))
-    if on_result is not None:
-        try:
-            on_result(result)
-        except Exception:  # the file is final; the caller's hook failing must not fail the render
-            log.exception("on_result failed for result %d", index)
+        if event.kind in ("chunk", "denoise", "audio", "encode") and self.on_event is not None:
+            self.on_event(
+                RenderEvent(
+                    stage=event.kind,
+                    result_index=event.result_index,
+                    done=event.done,
+                    total=event.total,
+                    seconds=event.seconds,
+                )
+            )
+        elif event.kind == "result" and event.outcome is not None and event.outcome.status != "cancelled":
+            self._result(event.outcome)
+
+    def _result(self, outcome: ResultOutcome) -> None:
+        task = self.task
+        result = RenderResult(
+            index=outcome.index,
+            seed=outcome.seed,
+            video_uuid=outcome.video_uuid or "",
+            path=Path(outcome.path) if outcome.path else None,
+            output_format=task.output_format,
+            num_frames=outcome.num_frames or task.num_frames,
+            width=outcome.width or task.width,
+            height=outcome.height or task.height,
+            fps=OUTPUT_FPS,
+            has_audio=outcome.has_audio,
+            chunks=outcome.chunks,
+            extended_prompt=outcome.extended_prompt,
+            timings=ResultTimings(
+                model_s=outcome.model_s,
+                audio_s=outcome.audio_s,
+                encode_s=outcome.encode_s,
+                wall_s=time.perf_counter() - self.started,
+                activity=outcome.activity,
+            ),
+        )
+        if outcome.status == "error":
+            if outcome.error_code != SafetyError.code:
+                self.rendered[outcome.index] = result  # raised after the render (``_raise_failure``)
+                return
+            result = _with_error(result, SafetyError(outcome.error_message or "flagged by the safety checker"))
+        self.rendered[outcome.index] = result
+        if self.on_event is not None and outcome.status == "success":
+            self.on_event(RenderEvent(stage="result", result_index=outcome.index, done=1, total=1))
+        if self.on_result is not None:
+            try:
+                self.on_result(result)
+            except Exception:  # the file is final; the caller's hook failing must not fail the render
+                log.exception("on_result failed for result %d", outcome.index)
 
 
 def _with_error(result: RenderResult, error: BaseException) -> RenderResult:
