@@ -18,7 +18,7 @@ import functools
 import logging
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from aiohttp import web
@@ -29,6 +29,9 @@ from farm.gateway.auth import ApiKeys
 from farm.gateway.config import CONFIG_KEYS, GatewayConfig
 from farm.gateway.grpc_service import AssetSink, VideoInferenceServicer, add_services, create_server
 from farm.gateway.http_app import RestFace, make_app
+
+if TYPE_CHECKING:
+    from farm.scheduler.manager import TaskManager
 
 __all__ = ["CONFIG_KEYS", "Gateway", "GatewayConfig", "GuardedService", "serve"]
 
@@ -109,7 +112,7 @@ class Gateway:
         self.service = service
         self.artifacts = artifacts
         self.metrics = metrics
-        self.manager = None
+        self.manager: TaskManager | None = None
         self.grpc_port: int | None = None
         self.http_port: int | None = None
         self._grpc_server: grpc.aio.Server | None = None
@@ -287,14 +290,17 @@ class Gateway:
         if self.service is None:
             await asyncio.to_thread(self._build_farm)
         # Deliveries a previous run left pending, read before the runner can add its own.
-        pending = self.manager.pending_deliveries() if self.manager is not None else []
+        pending: list = self.manager.pending_deliveries() if self.manager is not None else []
         if self.manager is not None:
             self.manager.start()
         keys = ApiKeys(self.config.api_keys)
         data = Path(self.config.data_dir)
+        if self.service is None:
+            raise RuntimeError("the gateway has no task service")
+        service: TaskService = self.service
 
         self._servicer = VideoInferenceServicer(
-            self.service,
+            service,
             api_keys=keys,
             metrics=self.metrics,
             assets=AssetSink(data / "assets", self.config.max_asset_bytes),
@@ -316,10 +322,11 @@ class Gateway:
         if self.config.tls:
             import ssl
 
-            cert, key = Path(self.config.tls_cert).read_bytes(), Path(self.config.tls_key).read_bytes()
+            cert_path, key_path = str(self.config.tls_cert), str(self.config.tls_key)
+            cert, key = Path(cert_path).read_bytes(), Path(key_path).read_bytes()
             self.grpc_port = self._grpc_server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ssl_context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+            ssl_context.load_cert_chain(cert_path, key_path)
         else:
             self.grpc_port = self._grpc_server.add_insecure_port(address)
         if not self.grpc_port:
@@ -327,7 +334,7 @@ class Gateway:
         await self._grpc_server.start()
 
         self._rest = RestFace(
-            self.service,
+            service,
             api_keys=keys,
             artifacts=self.artifacts,
             metrics=self.metrics,

@@ -163,7 +163,7 @@ class ActorClient:
 
         self._ray = ray
         self.name = name
-        self.actor = (
+        self.actor: Any = (
             ray.remote(SchedulerActor)
             .options(
                 name=name,
@@ -177,9 +177,10 @@ class ActorClient:
             .remote(profiles, config, finishers, finisher_cpus)
         )
         # An actor that already existed keeps its state; it takes this gateway's profiles.
-        self._get(self.actor.set_profiles.remote(dict(profiles)))
+        handle: Any = self.actor
+        self._get(handle.set_profiles.remote(dict(profiles)))
         if warm:
-            self._get(self.actor.warm_up.remote(warm))
+            self._get(handle.warm_up.remote(warm))
 
     def _get(self, ref: Any, timeout: float | None = None) -> Any:
         return self._ray.get(ref, timeout=timeout or self.CALL_TIMEOUT_S)
