@@ -66,7 +66,8 @@ def unwrap(error: BaseException) -> BaseException:
 class RayExecutor:
     """The real ``Executor`` (``farm.render.executor``) on Ray actors.
 
-    ``finishing`` chooses where results are stitched and encoded (see the module docstring);
+    ``finishing`` chooses where results are stitched and encoded (see the module docstring; a
+    callable ``(report, track) -> finishing`` supplies another, e.g. a simulation's no-op);
     ``finishers`` is how many ``FinisherActor`` s share the results (each takes one CPU).
     ``on_frames`` (local finishing only) sees every final frame before the encoder.
     ``resolver_for`` (local only) builds a task's ``MediaResolver`` in this process instead of
@@ -76,11 +77,12 @@ class RayExecutor:
     def __init__(
         self,
         *,
-        finishing: Literal["actors", "local"] = "actors",
+        finishing: Literal["actors", "local"] | Callable = "actors",
         finishers: int = 1,
         finisher_cpus: float = 1.0,
         on_frames: Callable | None = None,
         resolver_for: Callable[[MediaConfig], Any] | None = None,
+        worker_classes: dict[str, type] | None = None,
     ):
         self._ids = itertools.count(1)
         self._actors: dict[str, Any] = {}
@@ -93,7 +95,11 @@ class RayExecutor:
         self._progress_asked = 0.0
         self._finishing = finishing
         self._resolver_for = resolver_for
-        if finishing == "local":
+        #: Actor classes per pool kind (simulations swap in workers that sleep a modelled time).
+        self._worker_classes = dict(worker_classes or {})
+        if not isinstance(finishing, str):
+            self._finish: Any = finishing(self._local.put, self._track)
+        elif finishing == "local":
             from farm.render.finisher import LocalFinishing
 
             self._finish: Any = LocalFinishing(self._local.put, on_frames=on_frames)
@@ -105,9 +111,11 @@ class RayExecutor:
     # -- workers -------------------------------------------------------------------------------
 
     def start_worker(self, pool: PoolSpec) -> str:
-        from farm.workers.actors import AudioWorker, VideoWorker
+        cls = self._worker_classes.get(pool.kind)
+        if cls is None:
+            from farm.workers.actors import AudioWorker, VideoWorker
 
-        cls = VideoWorker if pool.kind == "video" else AudioWorker
+            cls = VideoWorker if pool.kind == "video" else AudioWorker
         options: dict[str, Any] = {"num_cpus": pool.cpus, "num_gpus": pool.gpus}
         if pool.resources:
             options["resources"] = dict(pool.resources)
