@@ -49,32 +49,53 @@ CHUNKS = len(plan_clip(160, window_frames=17, overlap_frames=5, temporal_stride=
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
-    """A Ray head in its own process on loopback, stopped at the end."""
+    """A Ray head in its own process group on this machine, like a KubeRay head; at the end only
+    that group is killed (``ray stop`` would stop every Ray on the machine, the test session's too)."""
     temp = tmp_path_factory.mktemp("rayhead")
-    # A test cluster on loopback: no token (the processes of this test are its only clients).
+    # A test cluster: no token (the processes of this test are its only clients).
     env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_AUTH_MODE": "disabled"}
     port = 6400 + os.getpid() % 500
-    started = subprocess.run(
+    head = subprocess.Popen(
         [
             RAY,
             "start",
             "--head",
+            "--block",
             f"--port={port}",
             "--num-cpus=6",
             "--include-dashboard=false",
             f"--temp-dir={temp}",
             "--disable-usage-stats",
         ],
-        capture_output=True,
-        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         env=env,
-        timeout=180,
+        start_new_session=True,
     )
-    if started.returncode != 0:
-        pytest.skip(f"cannot start a Ray head here: {started.stderr[-2000:]}")
     address = f"127.0.0.1:{port}"
+    probe_code = f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print('up')"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if head.poll() is not None:
+            pytest.skip(f"cannot start a Ray head here: {head.stderr.read().decode()[-2000:]}")
+        up = subprocess.run([sys.executable, "-c", probe_code], capture_output=True, text=True, env=env, timeout=120)
+        if up.returncode == 0:
+            break
+        time.sleep(1)
     yield address
-    subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
+    try:
+        os.killpg(head.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    head.wait(60)
+    # Worker processes of the head may have started their own sessions: end whatever still runs
+    # from this head's temp dir.
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(str(temp) in part for part in process.info["cmdline"] or ()):
+                process.kill()
+        except psutil.Error:
+            pass
 
 
 def _serve(data_dir: Path, address: str, log: Path):
