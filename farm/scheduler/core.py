@@ -230,6 +230,11 @@ class SchedulerCore:
         self.latencies: collections.deque[float] = collections.deque(maxlen=10_000)
         self.dispatch_seconds = 0.0
         self.dispatches = 0
+        #: Seconds the loop spent deciding and handling (everything but waiting in ``poll``).
+        self.loop_seconds = 0.0
+        #: Chunk dispatches per task (retries included), kept after ``forget`` for the last tasks:
+        #: how a test proves that no finished chunk was rendered again.
+        self._renders: collections.OrderedDict[str, int] = collections.OrderedDict()
 
     # == the public surface (any thread) ======================================================
 
@@ -254,7 +259,9 @@ class SchedulerCore:
         """Drop an ended task's state (the gateway has stored everything of it)."""
         with self._lock:
             task = self._tasks.get(task_uuid)
-            if task is not None and task.status == "ended":
+            # One with units still stopping stays until they return (its cancel token is cleared
+            # then); ``keep_ended`` drops it later.
+            if task is not None and task.status == "ended" and not task.in_flight:
                 del self._tasks[task_uuid]
 
     def set_profiles(self, profiles: Mapping[str, ModelProfile]) -> None:
@@ -296,6 +303,11 @@ class SchedulerCore:
             task = self._tasks[task_uuid]
             return task.error, {i: r.error for i, r in task.results.items() if r.error is not None}
 
+    def chunk_renders(self, task_uuid: str) -> int:
+        """How many times a chunk of ``task_uuid`` was dispatched to a worker (retries included)."""
+        with self._lock:
+            return self._renders.get(task_uuid, 0)
+
     def ended(self, task_uuid: str) -> str | None:
         """``success``, ``error`` or ``cancelled`` once the task ended, else None."""
         with self._lock:
@@ -325,12 +337,15 @@ class SchedulerCore:
 
     def step(self, timeout: float = 0.1) -> None:
         """One round: scale the pools, dispatch to free workers, wait for and handle outcomes."""
+        started = time.perf_counter()
         with self._lock:
             self._scale_pools()
             self._dispatch()
             tokens = [t.token for t in self._tasks.values() if t.in_flight]
             self._maybe_publish()
+        self.loop_seconds += time.perf_counter() - started
         outcomes = self.executor.poll(timeout, tokens)
+        started = time.perf_counter()
         with self._lock:
             for outcome in outcomes:
                 try:
@@ -339,6 +354,7 @@ class SchedulerCore:
                     log.exception("scheduler failed to handle %r", outcome)
             self._dispatch()
             self._maybe_publish()
+        self.loop_seconds += time.perf_counter() - started
 
     def run_until(self, done: Callable[[], bool], timeout: float = 0.05) -> None:
         """Step until ``done()`` (in-process renders)."""
@@ -475,15 +491,22 @@ class SchedulerCore:
         """Every free worker gets the next unit of its pool (fair share, priority, age)."""
         for name, pool in self._pools.items():
             idle = pool.idle()
+            parked: list[Unit] = []
             while idle:
                 started = time.perf_counter()
                 unit = self._queue.pop(name, free=len(idle))
                 if unit is None:
                     break
-                worker = idle.pop(0)
+                worker = _pick_worker(unit, idle, pool)
+                if worker is None:
+                    parked.append(unit)  # a retry waits for a worker it has not failed on
+                    continue
+                idle.remove(worker)
                 self._launch(unit, worker, pool)
                 self.dispatch_seconds += time.perf_counter() - started
                 self.dispatches += 1
+            for unit in parked:
+                self._queue.unpop(unit)
 
     def _launch(self, unit: Unit, worker: str, pool: PoolState) -> None:
         task = self._tasks[unit.task_uuid]
@@ -511,6 +534,10 @@ class SchedulerCore:
             if result.status == "queued":
                 result.status = "running"
             task.chunk_renders += 1
+            self._renders[spec.task_uuid] = self._renders.get(spec.task_uuid, 0) + 1
+            self._renders.move_to_end(spec.task_uuid)
+            if len(self._renders) > self.config.keep_ended:
+                self._renders.popitem(last=False)
             work = ChunkWork(
                 task_uuid=spec.task_uuid,
                 result_index=unit.result_index,
@@ -561,8 +588,16 @@ class SchedulerCore:
                     "retiring worker %s of %s after %d failures in a row", worker, pool.spec.name, state.failures
                 )
                 self._remove_worker(worker, stop=True)
-        if task is not None and task.cancelling and not task.in_flight:
+        if task is not None and not task.in_flight:
+            self._no_unit_in_flight(task)
+
+    def _no_unit_in_flight(self, task: _Task) -> None:
+        """The last unit of ``task`` came back: a cancelled task ends now, and an ended one's cancel
+        token (set to stop the units that were still running) is forgotten."""
+        if task.cancelling:
             self._end_cancelled(task)
+        elif task.status == "ended" and task.token:
+            self.executor.forget_token(task.token)
 
     # == pools ================================================================================
 
@@ -862,8 +897,8 @@ class SchedulerCore:
             task = self._tasks.get(unit.task_uuid)
             if task is not None:
                 task.in_flight.discard(id(unit))
-                if task.cancelling and not task.in_flight:
-                    self._end_cancelled(task)
+                if not task.in_flight:
+                    self._no_unit_in_flight(task)
         else:
             self._release(outcome.worker, unit, ok=isinstance(error, TaskCancelledError))
             task = self._tasks.get(unit.task_uuid)
@@ -875,6 +910,7 @@ class SchedulerCore:
         if unit.kind != "prompt" and result is not None and result.ended:
             return
         if unit.attempts < self.config.max_attempts:
+            unit.failed_on.add(outcome.worker)
             log.warning(
                 "%s %d of %s result %d failed (attempt %d of %d), retrying: %s",
                 unit.kind,
@@ -1031,7 +1067,8 @@ class SchedulerCore:
             # Let in-flight units stop quickly; their outcomes are ignored.
             self.executor.cancel(task.token)
         self._emit("failed", task.spec.task_uuid, code=info.code, message=message, parameter=parameter)
-        self._end_task(task)
+        # An error even with no result to fail (a hand-over that does not parse).
+        self._end_task(task, as_="success" if any(r.status == "success" for r in task.results.values()) else "error")
 
     def _on_cancel(self, task: _Task) -> None:
         task.cancelling = True
@@ -1193,6 +1230,21 @@ _HANDLERS: dict[type, Callable[[SchedulerCore, Any], None]] = {
     Finished: SchedulerCore._on_finished,
     StepReport: SchedulerCore._on_steps,
 }
+
+
+def _pick_worker(unit: Unit, idle: list[str], pool: PoolState) -> str | None:
+    """The idle worker ``unit`` goes to: the longest idle one it has not failed on; None while such
+    a worker is busy (it waits for it); else any idle one.
+    Without this a retry lands on the worker it just failed on (the only idle one, often) and a
+    bad worker spends every attempt of a unit before it is retired."""
+    if not unit.failed_on:
+        return idle[0]
+    fresh = next((w for w in idle if w not in unit.failed_on), None)
+    if fresh is not None:
+        return fresh
+    if any(w not in unit.failed_on and state.status == "busy" for w, state in pool.workers.items()):
+        return None  # one comes free when its unit ends (a starting one may never be placed)
+    return idle[0]
 
 
 def _safety_mode(task: VideoInferenceTask) -> str:

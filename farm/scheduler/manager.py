@@ -117,6 +117,9 @@ class TaskManager:
         self._media = media or MediaConfig()
 
         self._lock = threading.Lock()
+        #: Held while the pump applies an event and while ``cancel`` ends a task: both may end the
+        #: same task at once (read its status, then write the end), and only one of them may.
+        self._ending = threading.RLock()
         #: Tasks handed over and not started yet (their queue places), and those rendering.
         self._queued: dict[str, None] = {}
         self._running: set[str] = set()
@@ -140,7 +143,8 @@ class TaskManager:
         if self._thread is not None:
             return
         self._stopping.clear()
-        self._resync()
+        with self._ending:
+            self._resync()
         self._admitting = True
         self._thread = threading.Thread(target=self._pump, name="task-events", daemon=True)
         self._thread.start()
@@ -223,7 +227,8 @@ class TaskManager:
             queued = task_uuid in self._queued and task_uuid not in self._running
         if queued or record.status == "queued":
             # Never started: it ends now (the scheduler's own event will find it ended).
-            self._end_cancelled(task_uuid, "cancelled while queued")
+            with self._ending:
+                self._end_cancelled(task_uuid, "cancelled while queued")
             return self._store.get_task(task_uuid) or record
         return record
 
@@ -364,6 +369,9 @@ class TaskManager:
                     self._queued[record.task_uuid] = None
                 else:
                     self._running.add(record.task_uuid)
+            if state.status == "running" and record.status == "queued":
+                # It started while no gateway listened: record it as the ``running`` event would have.
+                self._on_running(SchedulerEvent(seq=snapshot.seq, kind="running", task_uuid=record.task_uuid))
             if state.status in ("success", "error") and state.code is None:
                 self._finish_task(record.task_uuid)
             elif state.status == "error":
@@ -387,7 +395,8 @@ class TaskManager:
             if batch.resync or batch.epoch != self._epoch:
                 log.warning("scheduler epoch changed (%s -> %s): resyncing", self._epoch, batch.epoch)
                 try:
-                    self._resync()
+                    with self._ending:
+                        self._resync()
                 except Exception:
                     log.exception("resync failed; retrying")
                     self._stopping.wait(1.0)
@@ -402,7 +411,8 @@ class TaskManager:
     def _apply(self, event: SchedulerEvent) -> None:
         handler = _EVENT_HANDLERS.get(event.kind)
         if handler is not None:
-            handler(self, event)
+            with self._ending:
+                handler(self, event)
 
     def _on_running(self, event: SchedulerEvent) -> None:
         task_uuid = event.task_uuid

@@ -77,6 +77,8 @@ class Unit:
     gang: int = 1
     #: How many times it was dispatched before (retries after a failure or a lost worker).
     attempts: int = 0
+    #: Workers it failed on: a retry goes to another worker when the pool has one.
+    failed_on: set[str] = field(default_factory=set, repr=False)
     #: Anything the caller attaches (the chunk plan, ...).
     payload: object = field(default=None, repr=False)
 
@@ -167,6 +169,8 @@ class WorkQueue:
                 if len(keep) != len(heap):
                     heapq.heapify(keep)
                     tenant.heaps[pool] = keep
+            if tenant.in_flight == 0 and tenant.queued() == 0:
+                tenant.active = False  # idle now, as ``done`` would say: no credit banked while away
         self._size -= len(dropped)
         return dropped
 
@@ -202,6 +206,14 @@ class WorkQueue:
         tenant.usage += unit.cost
         tenant.in_flight += 1
         return unit
+
+    def unpop(self, unit: Unit) -> None:
+        """Put back a unit ``pop`` returned that was not dispatched after all (its charge too)."""
+        tenant = self._tenant(unit.tenant)
+        tenant.usage -= unit.cost
+        tenant.in_flight = max(0, tenant.in_flight - 1)
+        heapq.heappush(tenant.heaps.setdefault(unit.pool, []), (unit.rank(), next(self._tie), unit))
+        self._size += 1
 
     def done(self, unit: Unit) -> None:
         """``unit`` left its worker (finished, failed or lost): its tenant may run another."""
@@ -245,15 +257,19 @@ class WorkQueue:
             per_tenant.setdefault(key, []).append((rank, task_uuid, cost))
         for tasks in per_tenant.values():
             tasks.sort(key=lambda t: t[0])
-        clock = {key: self._tenant(key).usage for key in per_tenant}
-        heads = [(clock[key] / self._policy(key).weight, 0, key) for key in per_tenant]
+        keys = list(per_tenant)
+        clock = [self._tenant(key).usage for key in keys]
+        # Ties in virtual time go to the better rank, as in ``pop``; the tenant's number (never its
+        # key: None and str do not compare) keeps heap entries comparable.
+        heads = [(clock[n] / self._policy(key).weight, per_tenant[key][0][0], n, 0) for n, key in enumerate(keys)]
         heapq.heapify(heads)
         order = []
         while heads:
-            _, i, key = heapq.heappop(heads)
-            rank, task_uuid, cost = per_tenant[key][i]
+            _, _, n, i = heapq.heappop(heads)
+            tasks = per_tenant[keys[n]]
+            _, task_uuid, cost = tasks[i]
             order.append(task_uuid)
-            clock[key] += cost
-            if i + 1 < len(per_tenant[key]):
-                heapq.heappush(heads, (clock[key] / self._policy(key).weight, i + 1, key))
+            clock[n] += cost
+            if i + 1 < len(tasks):
+                heapq.heappush(heads, (clock[n] / self._policy(keys[n]).weight, tasks[i + 1][0], n, i + 1))
         return order
