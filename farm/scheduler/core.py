@@ -439,7 +439,8 @@ class SchedulerCore:
                 seq=task.seq,
                 kind="prompt",
                 priority=task.spec.priority,
-                cost=0.01,
+                # A prompt encode is a small fraction of a chunk's GPU time.
+                cost=_chunk_cost(task) * PROMPT_COST_SHARE,
             ),
         )
         self._ensure_pool(task.pool, "video", profile)
@@ -509,6 +510,7 @@ class SchedulerCore:
                 self._queue.unpop(unit)
 
     def _launch(self, unit: Unit, worker: str, pool: PoolState) -> None:
+        """Mark ``worker`` busy with ``unit`` and hand it to the executor (one launcher per kind)."""
         task = self._tasks[unit.task_uuid]
         now = self._clock()
         self.latencies.append(now - getattr(unit, "ready_at", now))
@@ -520,56 +522,61 @@ class SchedulerCore:
             task.status = "running"
             self._positions_dirty = True
             self._emit("running", task.spec.task_uuid)
+        _LAUNCHERS[unit.kind](self, task, unit, worker)
+
+    def _launch_prompt(self, task: _Task, unit: Unit, worker: str) -> None:
         spec = task.task
-        if unit.kind == "prompt":
-            extend = None
-            if spec.settings.prompt_extend and task.profile.prompt_extender_factory is not None:
-                extend = min(r.seed for r in task.results.values())
-            self.executor.encode_prompt(
-                unit, worker, PromptWork(task_uuid=spec.task_uuid, prompt=spec.positive_prompt, extend_seed=extend)
-            )
-        elif unit.kind == "chunk":
-            chunk, tail = unit.payload  # type: ignore[misc]  # (ChunkPlan, previous chunk's frames or None)
-            result = task.results[unit.result_index]
-            if result.status == "queued":
-                result.status = "running"
-            task.chunk_renders += 1
-            self._renders[spec.task_uuid] = self._renders.get(spec.task_uuid, 0) + 1
-            self._renders.move_to_end(spec.task_uuid)
-            if len(self._renders) > self.config.keep_ended:
-                self._renders.popitem(last=False)
-            work = ChunkWork(
-                task_uuid=spec.task_uuid,
-                result_index=unit.result_index,
-                chunk=chunk,
-                seed=result.seed,
-                width=task.native[0],
-                height=task.native[1],
-                num_inference_steps=task.profile.num_inference_steps,
-                guidance_scale=task.profile.guidance_scale,
-                cancel_token=task.token,
-                safety_mode=task.safety_mode,
-                tail_start=tail[0] if tail is not None else None,
-            )
-            conditioning = task.prepared.conditioning if task.prepared is not None else None
-            self.executor.render_chunk(
-                unit, worker, work, task.prompt, conditioning, tail[1] if tail is not None else None
-            )
-        elif unit.kind == "audio":
-            result = task.results[unit.result_index]
-            work = AudioWork(
-                task_uuid=spec.task_uuid,
-                result_index=unit.result_index,
-                prompt=spec.positive_prompt,
-                duration_s=spec.num_frames / OUTPUT_FPS,
-                seed=result.seed,
-                num_inference_steps=task.profile.audio_steps,
-                cancel_token=task.token,
-            )
-            conditioning = task.prepared.conditioning if task.prepared is not None else None
-            self.executor.render_audio(unit, worker, work, conditioning)
-        else:  # pragma: no cover - kinds are a closed set
-            raise ValueError(f"unknown unit kind {unit.kind!r}")
+        extend = None
+        if spec.settings.prompt_extend and task.profile.prompt_extender_factory is not None:
+            extend = min(r.seed for r in task.results.values())
+        self.executor.encode_prompt(
+            unit, worker, PromptWork(task_uuid=spec.task_uuid, prompt=spec.positive_prompt, extend_seed=extend)
+        )
+
+    def _launch_chunk(self, task: _Task, unit: Unit, worker: str) -> None:
+        chunk, tail = unit.payload  # type: ignore[misc]  # (ChunkPlan, previous chunk's frames or None)
+        result = task.results[unit.result_index]
+        if result.status == "queued":
+            result.status = "running"
+        self._count_render(task)
+        work = ChunkWork(
+            task_uuid=task.spec.task_uuid,
+            result_index=unit.result_index,
+            chunk=chunk,
+            seed=result.seed,
+            width=task.native[0],
+            height=task.native[1],
+            num_inference_steps=task.profile.num_inference_steps,
+            guidance_scale=task.profile.guidance_scale,
+            cancel_token=task.token,
+            safety_mode=task.safety_mode,
+            tail_start=tail[0] if tail is not None else None,
+        )
+        conditioning = task.prepared.conditioning if task.prepared is not None else None
+        self.executor.render_chunk(unit, worker, work, task.prompt, conditioning, tail[1] if tail is not None else None)
+
+    def _launch_audio(self, task: _Task, unit: Unit, worker: str) -> None:
+        spec = task.task
+        work = AudioWork(
+            task_uuid=spec.task_uuid,
+            result_index=unit.result_index,
+            prompt=spec.positive_prompt,
+            duration_s=spec.num_frames / OUTPUT_FPS,
+            seed=task.results[unit.result_index].seed,
+            num_inference_steps=task.profile.audio_steps,
+            cancel_token=task.token,
+        )
+        conditioning = task.prepared.conditioning if task.prepared is not None else None
+        self.executor.render_audio(unit, worker, work, conditioning)
+
+    def _count_render(self, task: _Task) -> None:
+        """One more chunk dispatch for ``task`` (kept past ``forget`` for the last tasks)."""
+        task.chunk_renders += 1
+        task_uuid = task.spec.task_uuid
+        self._renders[task_uuid] = self._renders.get(task_uuid, 0) + 1
+        self._renders.move_to_end(task_uuid)
+        if len(self._renders) > self.config.keep_ended:
+            self._renders.popitem(last=False)
 
     def _release(self, worker: str, unit: Unit, *, ok: bool) -> None:
         """The unit left ``worker`` (which stays in its pool unless it died)."""
@@ -661,7 +668,8 @@ class SchedulerCore:
             if task.status in ("preparing", "queued") and task.prompt is None:
                 chunks = len(task.plan.chunks) if task.plan is not None else 1
                 demand[task.pool] = demand.get(task.pool, 0) + chunks * len(task.results)
-                if task.task.settings.audio and task.profile.audio_factory is not None:
+                carries = any(v.type == "reference" for v in task.task.inputs.reference_videos)
+                if task.task.settings.audio and task.profile.audio_factory is not None and not carries:
                     # The audio model loads while the prompt encodes and the first chunks render.
                     audio = f"audio:{task.task.model}"
                     self._ensure_pool(audio, "audio", task.profile)
@@ -735,49 +743,51 @@ class SchedulerCore:
         if task is None or task.status == "ended" or task.cancelling:
             return
         task.prompt, task.extended = outcome.embeds, outcome.extended
-        plan = task.plan
-        assert plan is not None and task.prepared is not None
-        spec = task.task
-        # The chunk's share of the GPU time: frames x pixels x steps (arbitrary unit).
-        cost = plan.window_frames * task.native[0] * task.native[1] * task.profile.num_inference_steps / 1e9
         for result in task.results.values():
             self._open(task, result)
-            chunks = plan.chunks[:1] if task.sequential else plan.chunks
-            for chunk in chunks:
-                self._push(
-                    task,
-                    Unit(
-                        task_uuid=spec.task_uuid,
-                        tenant=task.tenant,
-                        pool=task.pool,
-                        seq=task.seq,
-                        kind="chunk",
-                        result_index=result.index,
-                        index=chunk.index,
-                        priority=task.spec.priority,
-                        cost=cost,
-                        payload=(chunk, None),
-                    ),
-                )
-            if result.wants_audio:
-                audio_pool = f"audio:{spec.model}"
-                self._ensure_pool(audio_pool, "audio", task.profile)
-                self._push(
-                    task,
-                    Unit(
-                        task_uuid=spec.task_uuid,
-                        tenant=task.tenant,
-                        pool=audio_pool,
-                        seq=task.seq,
-                        kind="audio",
-                        result_index=result.index,
-                        priority=task.spec.priority,
-                        cost=cost,
-                    ),
-                )
-            elif task.prepared.carried_audio:
-                self.executor.add_audio((spec.task_uuid, result.index), carried=task.prepared.conditioning)
-                result.audio_done = True
+            self._queue_result(task, result)
+
+    def _queue_result(self, task: _Task, result: _Result) -> None:
+        """A result's chunks (its first only, in sequential mode) and its audio enter the queue."""
+        plan, spec = task.plan, task.task
+        assert plan is not None and task.prepared is not None
+        cost = _chunk_cost(task)
+        for chunk in plan.chunks[:1] if task.sequential else plan.chunks:
+            self._push(
+                task,
+                Unit(
+                    task_uuid=spec.task_uuid,
+                    tenant=task.tenant,
+                    pool=task.pool,
+                    seq=task.seq,
+                    kind="chunk",
+                    result_index=result.index,
+                    index=chunk.index,
+                    priority=task.spec.priority,
+                    cost=cost,
+                    payload=(chunk, None),
+                ),
+            )
+        if result.wants_audio:
+            audio_pool = f"audio:{spec.model}"
+            self._ensure_pool(audio_pool, "audio", task.profile)
+            # On its own small pool: charged lightly, so audio does not eat the key's video share.
+            self._push(
+                task,
+                Unit(
+                    task_uuid=spec.task_uuid,
+                    tenant=task.tenant,
+                    pool=audio_pool,
+                    seq=task.seq,
+                    kind="audio",
+                    result_index=result.index,
+                    priority=task.spec.priority,
+                    cost=cost * AUDIO_COST_SHARE,
+                ),
+            )
+        elif task.prepared.carried_audio:
+            self.executor.add_audio((spec.task_uuid, result.index), carried=task.prepared.conditioning)
+            result.audio_done = True
 
     def _open(self, task: _Task, result: _Result) -> None:
         spec, plan = task.task, task.plan
@@ -1218,6 +1228,12 @@ class SchedulerCore:
         )
 
 
+_LAUNCHERS: dict[str, Callable[[SchedulerCore, _Task, Unit, str], None]] = {
+    "prompt": SchedulerCore._launch_prompt,
+    "chunk": SchedulerCore._launch_chunk,
+    "audio": SchedulerCore._launch_audio,
+}
+
 _HANDLERS: dict[type, Callable[[SchedulerCore, Any], None]] = {
     WorkerReady: SchedulerCore._on_worker_ready,
     WorkerFailed: SchedulerCore._on_worker_failed,
@@ -1245,6 +1261,17 @@ def _pick_worker(unit: Unit, idle: list[str], pool: PoolState) -> str | None:
     if any(w not in unit.failed_on and state.status == "busy" for w, state in pool.workers.items()):
         return None  # one comes free when its unit ends (a starting one may never be placed)
     return idle[0]
+
+
+#: Fair-share charge of a prompt encode and of a result's audio, as a share of one chunk's.
+PROMPT_COST_SHARE = 0.05
+AUDIO_COST_SHARE = 0.1
+
+
+def _chunk_cost(task: _Task) -> float:
+    """A chunk's share of GPU time in an arbitrary unit: frames x pixels x denoising steps."""
+    window = task.profile.window_frames
+    return window * task.native[0] * task.native[1] * task.profile.num_inference_steps / 1e9
 
 
 def _safety_mode(task: VideoInferenceTask) -> str:
