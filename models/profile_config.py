@@ -251,7 +251,9 @@ class ProfileSpec(_Section):
     prompt_extender: Annotated[str | PromptExtenderSpec, PlainValidator(_prompt_extender)] | None = None
     safety_checker: SafetyCheckerSpec | None = None
     #: How a result's chunks render unless a task's ``settings.chunkMode`` says otherwise.
-    chunk_mode: Annotated[Literal["parallel", "sequential"], _one_of("parallel", "sequential")] = "parallel"
+    chunk_mode: Annotated[
+        Literal["parallel", "sequential", "codenoise"], _one_of("parallel", "sequential", "codenoise")
+    ] = "parallel"
 
     @model_validator(mode="after")
     def _renderable(self) -> Self:

@@ -22,10 +22,11 @@ spread over workers:
   reduction order of the model's kernels, hence the bits.
 - **Deterministic.** The same request and the same sequence of predictions give bit-identical
   latents and frames, in any process, on any worker.
-- **Stateless steps.** ``predict`` and ``step`` read the step index they are given; the state
-  holds no step counter. So a checkpoint is just ``latents(state)`` after step ``k``: restoring it
-  is ``begin_window(dataclasses.replace(request, latents=saved))`` and carrying on at step
-  ``k + 1``.
+- **Stateless steps** (``resumable`` backends). ``predict`` and ``step`` read the step index they
+  are given; the state holds no step counter. So a checkpoint is just ``latents(state)`` after step
+  ``k``: restoring it is ``begin_window(dataclasses.replace(request, latents=saved))`` and carrying
+  on at step ``k + 1``. A backend whose scheduler keeps a history (multistep solvers) says
+  ``resumable = False`` and steps strictly in order.
 - **Owned tensors.** ``predict`` returns a fresh float32 tensor the caller may modify (the driver
   writes the fused overlap into it); ``step`` does not keep a reference to it.
 """
@@ -59,6 +60,12 @@ class SteppedVideoBackend(VideoBackend, Protocol):
     It keeps everything a ``VideoBackend`` has (``encode_prompt``, ``latent_frame_shape``,
     ``render_chunk`` for the non-lockstep modes) and adds the steps of the loop.
     """
+
+    #: Whether restoring a window from ``latents(state)`` after step ``k`` and carrying on at step
+    #: ``k + 1`` gives bit-identical results to the uninterrupted run. True for single-step
+    #: schedulers (flow-matching Euler); a multistep scheduler also keeps past predictions, so a
+    #: lost worker's result restarts from its noise instead.
+    resumable: bool
 
     def begin_window(self, request: ChunkRequest) -> WindowState:
         """Start a window from ``request.latents`` (its slice of the result's global seeded noise,
@@ -95,3 +102,17 @@ class SteppedVideoBackend(VideoBackend, Protocol):
         """Decode the current latents: ``uint8 [num_frames, height, width, 3]`` RGB at the
         request's size (call it after the last step)."""
         ...
+
+
+def as_stepped(backend: VideoBackend) -> SteppedVideoBackend:
+    """``backend`` itself when it is stepped already, the stepped twin of a ``WanVideoBackend``
+    (``models.wan_stepped``, same pipeline and weights), else ``ValueError`` naming the backend."""
+    if isinstance(backend, SteppedVideoBackend):
+        return backend
+    from models.wan import WanVideoBackend
+
+    if isinstance(backend, WanVideoBackend):
+        from models.wan_stepped import WanSteppedBackend
+
+        return WanSteppedBackend.from_backend(backend)
+    raise ValueError(f"{type(backend).__name__} cannot be denoised step by step, so it cannot co-denoise")

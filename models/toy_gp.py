@@ -247,6 +247,8 @@ class ToyGPBackend:
 
     temporal_stride: int = 4
     supports_conditioning: bool = False
+    #: Euler steps read nothing but their index: a window restarts from a latent checkpoint exactly.
+    resumable: bool = True
 
     def __init__(self, config: ToyGPConfig | None = None) -> None:
         self.config = config or ToyGPConfig()
@@ -396,8 +398,9 @@ def toy_gp_profile(
     model_id: str = TOY_GP_MODEL, *, seed: int = TINY_SEED, config: ToyGPConfig | None = None
 ) -> ModelProfile:
     """The toy GP profile: the tiny default's 17-frame windows overlapping by 5, 224x128 native
-    (16:9), ``TOY_STEPS`` steps; the tiny default's Stable Audio, template prompt extender and
-    CLIP safety checker (random weights from ``seed``), so a task renders end to end with audio."""
+    (16:9), ``TOY_STEPS`` steps, ``chunkMode: codenoise`` unless a task says otherwise; the tiny
+    default's Stable Audio, template prompt extender and CLIP safety checker (random weights from
+    ``seed``), so a task renders end to end with audio."""
     return ModelProfile(
         model_id=model_id,
         description="Analytic Gaussian-process video denoiser (no weights; smooth colour fields; for seam studies)",
@@ -413,5 +416,8 @@ def toy_gp_profile(
         audio_factory=functools.partial(_tiny_audio_backend, seed),
         prompt_extender_factory=TemplateExtender,
         safety_factory=functools.partial(_tiny_safety_checker, seed),
-        extra={"toy": True, "seed": seed},
+        # Co-denoising is the toy's point: seams at chance level (benchmarks/codenoise.py).
+        chunk_mode="codenoise",
+        # ``pipeline`` and ``weights`` are what ``farm models`` shows.
+        extra={"toy": True, "seed": seed, "pipeline": "ToyGPBackend (closed form)", "weights": "none"},
     )

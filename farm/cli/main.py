@@ -6,6 +6,7 @@
     farm submit TASK.json [--server HOST:PORT] [--wait]
     farm status UUID [--server HOST:PORT]
     farm cancel UUID [--server HOST:PORT]
+    farm seams FILE (--chunks WINDOW,OVERLAP | --seams A-B,...) [--json]
 
 ``render`` renders a seed-shaped ``videoInference`` task (or a JSON array of them) on an embedded
 local Ray (or an existing cluster) and prints each result's file, seed and timing. ``serve`` runs
@@ -96,6 +97,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "--profiles (docs/profiles.md), with pipeline, weights, window/overlap, native size and audio.",
     )
     models.add_argument("--profiles", default=None, help=PROFILES_HELP)
+    # Every word after "seams" goes to farm.io.seams, which parses them (its --help lists the
+    # options) and is imported only when run: no prefix character, so no word reads as an option.
+    seams = commands.add_parser(
+        "seams",
+        add_help=False,
+        prefix_chars="\0",
+        help="measure how visible a clip's chunk seams are (seam jump ratio, contrast dip, cuts)",
+    )
+    seams.add_argument("argv", nargs="*")
     return parser
 
 
@@ -433,7 +443,10 @@ def _models(args: argparse.Namespace) -> int:
 
     if not _register_profiles(args.profiles):
         return EXIT_INVALID
-    for model_id in known_models():
+    from farm.domain.constants import DEFAULT_MODEL
+
+    # The seed's model first (what a task without profiles renders with), then the others.
+    for model_id in sorted(known_models(), key=lambda m: (m != DEFAULT_MODEL, m)):
         print(model_id)
         for label, value in _profile_rows(get_profile(model_id)):
             print(f"  {label + ':':<12} {value}")
@@ -605,6 +618,10 @@ def main(argv: list[str] | None = None) -> int:
             return _submit(args)
         if args.command in ("status", "cancel"):
             return _task_command(args)
+        if args.command == "seams":
+            from farm.io.seams import main as seams_main
+
+            return seams_main(args.argv)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID

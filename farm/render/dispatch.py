@@ -27,7 +27,7 @@ from typing import Any, Literal
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from farm.domain.errors import TaskCancelledError
+from farm.domain.errors import TaskCancelledError, WorkerLostError
 from farm.render.executor import (
     AudioDone,
     ChunkDone,
@@ -46,7 +46,7 @@ from farm.render.executor import (
     WorkerReady,
 )
 from farm.workers.cancel import cancel_flags
-from farm.workers.messages import AudioWork, ChunkWork, PromptWork
+from farm.workers.messages import AudioWork, ChunkWork, CodenoiseWork, PromptWork
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,58 @@ class RayExecutor:
         actor = self._actors[worker]
         meta, audio = actor.audio.options(num_returns=2).remote(work, conditioning)
         self._pending[meta] = ("audio", (unit, worker, audio))
+
+    def render_codenoise(
+        self, unit: Any, workers: list[str], work: CodenoiseWork, prompt: Any, conditioning: Any
+    ) -> None:
+        """Co-denoise a whole result (``chunkMode: codenoise``, ``farm.render.codenoise``) on the gang
+        ``workers``, the lockstep driven from a thread of this process. What follows, in one batch:
+
+        - success: one ``ChunkDone`` per window, in window order, each with ``unit``, the gang
+          worker that decoded the window, ``meta.chunk_index`` = the window index and its frames
+          reference (for ``add_chunk``); then one ``WorkerFailed`` per worker lost on the way
+          (its windows moved to the others: the result did not fail);
+        - failure: one ``UnitFailed`` for the gang (``worker``: a lost worker when
+          ``worker_lost``, else ``workers[0]``; ``TaskCancelledError`` once cancelled), then one
+          ``WorkerFailed`` per other lost worker.
+
+        Every gang worker not reported lost is free again once that batch arrives.
+        """
+        from farm.render.codenoise import LockstepDriver
+
+        actors = [self._actors[worker] for worker in workers]
+
+        def run() -> None:
+            driver = None
+            try:
+                driver = LockstepDriver(actors, work, prompt, conditioning)
+                done = driver.run()
+            except BaseException as error:  # noqa: BLE001 - reported as the gang's failure
+                error = unwrap(error)
+                lost = [workers[j] for j in driver.lost] if driver is not None else []
+                worker_lost = isinstance(error, WorkerLostError)
+                blamed = lost[0] if worker_lost and lost else workers[0]
+                self._local_outcomes(
+                    [UnitFailed(unit=unit, worker=blamed, error=error, worker_lost=worker_lost)],
+                    [w for w in lost if w != blamed],
+                )
+                return
+            chunks = [
+                ChunkDone(unit=unit, worker=workers[owner], meta=meta, frames=frames)
+                for meta, frames, owner in zip(done.metas, done.frames, done.owners)
+            ]
+            self._local_outcomes(chunks, [workers[j] for j in done.lost])
+
+        threading.Thread(target=run, name=f"codenoise-{work.task_uuid[:8]}-{work.result_index}", daemon=True).start()
+
+    def _local_outcomes(self, outcomes: list[Outcome], lost: list[str]) -> None:
+        """Queue ``outcomes`` then a ``WorkerFailed`` for each of ``lost`` (forgotten here)."""
+        for worker in lost:
+            self._actors.pop(worker, None)
+        for outcome in outcomes:
+            self._local.put(outcome)
+        for worker in lost:
+            self._local.put(WorkerFailed(worker=worker, error=WorkerLostError(f"worker {worker} died co-denoising")))
 
     # -- finishing -----------------------------------------------------------------------------
 

@@ -222,6 +222,12 @@ class Executor(Protocol):
         """Render a result's audio; ``AudioDone`` or ``UnitFailed`` follows."""
         ...
 
+    def render_codenoise(self, unit: Any, workers: list[str], work: Any, prompt: Any, conditioning: Any) -> None:
+        """Co-denoise a result's windows in lockstep on ``workers`` (a gang). One ``ChunkDone`` per
+        window (``meta.chunk_index`` = the window) or one ``UnitFailed`` for the gang follows, then a
+        ``WorkerFailed`` for each worker lost on the way."""
+        ...
+
     def open_result(self, key: ResultKey, spec: FinishSpec) -> None:
         """Start finishing a result (stitch, resize, encode into ``spec.path``)."""
         ...

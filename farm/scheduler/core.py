@@ -171,6 +171,8 @@ class _Task:
     plan: ClipPlan | None = None
     native: tuple[int, int] = (0, 0)
     sequential: bool = False
+    #: ``chunkMode: codenoise``: the result's windows are denoised in lockstep by a gang of workers.
+    codenoise: bool = False
     safety_mode: str = "none"
     prompt: Any = None
     extended: str | None = None
@@ -413,16 +415,11 @@ class SchedulerCore:
         task.native = profile.native_size(spec.width, spec.height)
         mode = spec.settings.chunk_mode or getattr(profile, "chunk_mode", None) or "parallel"
         task.sequential = mode == "sequential"
+        task.codenoise = mode == "codenoise"
         task.safety_mode = _safety_mode(spec)
         try:
             self._check_profile(task)
-            task.plan = plan_clip(
-                spec.num_frames + prepared.lead_frames,
-                window_frames=profile.window_frames,
-                overlap_frames=profile.overlap_frames,
-                temporal_stride=profile.temporal_stride,
-                blend=self.config.blend,  # type: ignore[arg-type]  # checked by plan_clip
-            )
+            task.plan = self._plan(task, prepared.lead_frames)
         except FarmError as exc:
             self._fail_task(task, exc)
             return
@@ -445,6 +442,27 @@ class SchedulerCore:
         )
         self._ensure_pool(task.pool, "video", profile)
 
+    def _plan(self, task: _Task, lead_frames: int) -> ClipPlan:
+        """The result's cut: overlapping chunks, or balanced co-denoising windows."""
+        profile = task.profile
+        if task.codenoise:
+            from farm.render.codenoise import plan_windows
+
+            return plan_windows(
+                task.task.num_frames + lead_frames,
+                window_frames=profile.window_frames,
+                overlap_frames=profile.overlap_frames,
+                temporal_stride=profile.temporal_stride,
+                blend=self.config.blend,  # type: ignore[arg-type]  # checked by the planner
+            )
+        return plan_clip(
+            task.task.num_frames + lead_frames,
+            window_frames=profile.window_frames,
+            overlap_frames=profile.overlap_frames,
+            temporal_stride=profile.temporal_stride,
+            blend=self.config.blend,  # type: ignore[arg-type]  # checked by plan_clip
+        )
+
     def _check_profile(self, task: _Task) -> None:
         spec, profile, prepared = task.task, task.profile, task.prepared
         assert prepared is not None
@@ -466,6 +484,17 @@ class SchedulerCore:
                         field=name,
                         message=f"model {spec.model} renders text-to-video only and cannot take {what}; "
                         "use a profile with a conditioning pipeline (WanVACEPipeline)",
+                    )
+                ],
+                task_uuid=spec.task_uuid,
+            )
+        if task.codenoise and spec.inputs.reference_images:
+            # VACE gives each reference image a latent slot the overlap exchange does not carry.
+            raise TaskValidationError(
+                [
+                    Violation(
+                        field="inputs.referenceImages",
+                        message="cannot be combined with settings.chunkMode codenoise; use parallel or sequential",
                     )
                 ],
                 task_uuid=spec.task_uuid,
@@ -498,6 +527,12 @@ class SchedulerCore:
                 unit = self._queue.pop(name, free=len(idle))
                 if unit is None:
                     break
+                if unit.kind == "codenoise":
+                    gang, idle = idle[: unit.gang], idle[unit.gang :]
+                    self._launch_gang(unit, gang, pool)
+                    self.dispatch_seconds += time.perf_counter() - started
+                    self.dispatches += 1
+                    continue
                 worker = _pick_worker(unit, idle, pool)
                 if worker is None:
                     parked.append(unit)  # a retry waits for a worker it has not failed on
@@ -523,6 +558,64 @@ class SchedulerCore:
             self._positions_dirty = True
             self._emit("running", task.spec.task_uuid)
         _LAUNCHERS[unit.kind](self, task, unit, worker)
+
+    def _launch_gang(self, unit: Unit, workers: list[str], pool: PoolState) -> None:
+        """A co-denoised result on ``workers`` at once (``farm.render.codenoise``)."""
+        task = self._tasks[unit.task_uuid]
+        now = self._clock()
+        self.latencies.append(now - getattr(unit, "ready_at", now))
+        for worker in workers:
+            pool.set_status(worker, "busy", now)
+            self._running[worker] = unit
+        task.in_flight.add(id(unit))
+        unit.attempts += 1
+        plan, result = task.plan, task.results[unit.result_index]
+        assert plan is not None
+        unit.payload = {"workers": list(workers), "pending": set(range(len(plan.chunks)))}
+        if task.status == "queued":
+            task.status = "running"
+            self._positions_dirty = True
+            self._emit("running", task.spec.task_uuid)
+        if result.status == "queued":
+            result.status = "running"
+        for _ in plan.chunks:
+            self._count_render(task)
+        from farm.workers.messages import CodenoiseWork
+
+        work = CodenoiseWork(
+            task_uuid=task.spec.task_uuid,
+            result_index=result.index,
+            windows=plan.chunks,
+            fusion_weights=plan.fusion_weights,  # type: ignore[attr-defined]  # a CodenoisePlan
+            seed=result.seed,
+            width=task.native[0],
+            height=task.native[1],
+            num_inference_steps=task.profile.num_inference_steps,
+            guidance_scale=task.profile.guidance_scale,
+            cancel_token=task.token,
+            safety_mode=task.safety_mode,
+        )
+        conditioning = task.prepared.conditioning if task.prepared is not None else None
+        self.executor.render_codenoise(unit, list(workers), work, task.prompt, conditioning)
+
+    def _release_gang(self, unit: Unit, *, lost: str | None = None) -> None:
+        """Every worker of a gang unit is free again (but ``lost``, which died)."""
+        workers = unit.payload["workers"] if isinstance(unit.payload, dict) else []
+        for worker in workers:
+            if worker == lost:
+                self._running.pop(worker, None)
+                self._remove_worker(worker, stop=False)
+                continue
+            self._running.pop(worker, None)
+            pool = self._pools.get(self._worker_pool.get(worker, ""))
+            if pool is not None and worker in pool.workers:
+                pool.set_status(worker, "idle", self._clock())
+        self._queue.done(unit)
+        task = self._tasks.get(unit.task_uuid)
+        if task is not None:
+            task.in_flight.discard(id(unit))
+            if not task.in_flight:
+                self._no_unit_in_flight(task)
 
     def _launch_prompt(self, task: _Task, unit: Unit, worker: str) -> None:
         spec = task.task
@@ -663,7 +756,7 @@ class SchedulerCore:
     def _demand(self) -> dict[str, int]:
         """Units each pool will have to run soon: those queued, plus the chunks of tasks whose
         prompt is not encoded yet (so a pool grows for a task's chunks when the task arrives)."""
-        demand = self._queue.depth_by_pool()
+        demand = self._queue.workers_wanted_by_pool()
         for task in self._tasks.values():
             if task.status in ("preparing", "queued") and task.prompt is None:
                 chunks = len(task.plan.chunks) if task.plan is not None else 1
@@ -752,7 +845,24 @@ class SchedulerCore:
         plan, spec = task.plan, task.task
         assert plan is not None and task.prepared is not None
         cost = _chunk_cost(task)
-        for chunk in plan.chunks[:1] if task.sequential else plan.chunks:
+        if task.codenoise:
+            pool = self._pools[task.pool]
+            gang = max(1, min(len(plan.chunks), pool.policy.max_workers))
+            self._push(
+                task,
+                Unit(
+                    task_uuid=spec.task_uuid,
+                    tenant=task.tenant,
+                    pool=task.pool,
+                    seq=task.seq,
+                    kind="codenoise",
+                    result_index=result.index,
+                    priority=task.spec.priority,
+                    cost=cost * len(plan.chunks),
+                    gang=gang,
+                ),
+            )
+        for chunk in [] if task.codenoise else plan.chunks[:1] if task.sequential else plan.chunks:
             self._push(
                 task,
                 Unit(
@@ -814,18 +924,30 @@ class SchedulerCore:
 
     def _on_chunk_done(self, outcome: ChunkDone) -> None:
         unit, meta = outcome.unit, outcome.meta
-        self._release(outcome.worker, unit, ok=True)
+        if unit.kind == "codenoise":
+            # One outcome per window; the gang is free once the last window is in.
+            pending = unit.payload["pending"]
+            pending.discard(meta.chunk_index)
+            if not pending:
+                self._release_gang(unit)
+        else:
+            self._release(outcome.worker, unit, ok=True)
+        self._chunk_rendered(unit, meta, outcome.frames)
+
+    def _chunk_rendered(self, unit: Unit, meta: Any, frames: Any) -> None:
+        """A chunk (or a co-denoised window, ``meta.chunk_index``) is rendered: to the finisher."""
+        index = meta.chunk_index
         task = self._tasks.get(unit.task_uuid)
         if task is None or task.status == "ended" or task.cancelling:
             return
         result = task.results[unit.result_index]
-        if result.ended or result.status == "finishing" and unit.index in result.chunks_done:
+        if result.ended or result.status == "finishing" and index in result.chunks_done:
             return  # a chunk still in flight when its result was refused, or a duplicate
         plan = task.plan
         assert plan is not None
         finding = meta.safety
         if finding is not None and finding.flagged:
-            start = plan.chunks[unit.index].start
+            start = plan.chunks[index].start
             lead = task.prepared.lead_frames if task.prepared else 0
             frame = max(0, start + (finding.frame or 0) - lead)
             self._fail_result(
@@ -837,15 +959,15 @@ class SchedulerCore:
                 ),
             )
             return
-        if unit.index in result.chunks_done:
+        if index in result.chunks_done:
             return
-        result.chunks_done.add(unit.index)
+        result.chunks_done.add(index)
         result.model_s += meta.seconds
         result.activity.append((meta.started_at, meta.started_at + meta.seconds))
-        result.steps[unit.index] = task.profile.num_inference_steps
-        self.executor.add_chunk((task.spec.task_uuid, result.index), unit.index, outcome.frames)
-        if task.sequential and unit.index + 1 < len(plan.chunks):
-            nxt = plan.chunks[unit.index + 1]
+        result.steps[index] = task.profile.num_inference_steps
+        self.executor.add_chunk((task.spec.task_uuid, result.index), index, frames)
+        if task.sequential and index + 1 < len(plan.chunks):
+            nxt = plan.chunks[index + 1]
             self._push(
                 task,
                 Unit(
@@ -858,7 +980,7 @@ class SchedulerCore:
                     index=nxt.index,
                     priority=unit.priority,
                     cost=unit.cost,
-                    payload=(nxt, (plan.chunks[unit.index].start, outcome.frames)),
+                    payload=(nxt, (plan.chunks[index].start, frames)),
                 ),
             )
         self._emit(
@@ -899,7 +1021,10 @@ class SchedulerCore:
 
     def _on_unit_failed(self, outcome: UnitFailed) -> None:
         unit, error = outcome.unit, outcome.error
-        if outcome.worker_lost:
+        if unit.kind == "codenoise":
+            self._release_gang(unit, lost=outcome.worker if outcome.worker_lost else None)
+            task = self._tasks.get(unit.task_uuid)
+        elif outcome.worker_lost:
             self._running.pop(outcome.worker, None)
             self._queue.done(unit)
             self._queue.refund(unit)  # not the tenant's fault
@@ -934,15 +1059,11 @@ class SchedulerCore:
             self._push(task, unit)
             return
         cause = WorkerLostError if outcome.worker_lost else RenderError
-        what = (
-            "the prompt"
-            if unit.kind == "prompt"
-            else (
-                f"chunk {unit.index} of result {unit.result_index}"
-                if unit.kind == "chunk"
-                else f"the audio of result {unit.result_index}"
-            )
-        )
+        what = {
+            "prompt": "the prompt",
+            "chunk": f"chunk {unit.index} of result {unit.result_index}",
+            "codenoise": f"the co-denoised windows of result {unit.result_index}",
+        }.get(unit.kind, f"the audio of result {unit.result_index}")
         failure = cause(f"{what} of task {unit.task_uuid} failed {unit.attempts} time(s); last cause: {_short(error)}")
         if unit.kind == "prompt" or result is None:
             self._fail_task(task, failure)

@@ -37,10 +37,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-UnitKind = Literal["prepare", "prompt", "chunk", "audio", "window"]
+UnitKind = Literal["prepare", "prompt", "chunk", "audio", "codenoise"]
 
 #: Order of kinds inside one result: the prompt before its chunks, audio alongside.
-_KIND_ORDER = {"prepare": 0, "prompt": 1, "window": 2, "chunk": 2, "audio": 3}
+_KIND_ORDER = {"prepare": 0, "prompt": 1, "codenoise": 2, "chunk": 2, "audio": 3}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,6 +240,15 @@ class WorkQueue:
                 if heap:
                     depth[pool] = depth.get(pool, 0) + len(heap)
         return depth
+
+    def workers_wanted_by_pool(self) -> dict[str, int]:
+        """Workers the queued units need per pool (a gang counts its size)."""
+        wanted: dict[str, int] = {}
+        for tenant in self._tenants.values():
+            for pool, heap in tenant.heaps.items():
+                if heap:
+                    wanted[pool] = wanted.get(pool, 0) + sum(entry[2].gang for entry in heap)
+        return wanted
 
     def in_flight_by_tenant(self) -> dict[str | None, int]:
         """Units running per API key."""

@@ -8,22 +8,30 @@ small metadata the scheduler reads, and the array it hands on to a finisher with
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from farm.workers.cancel import step_callback
+from farm.domain.errors import TaskCancelledError
+from farm.workers.cancel import CANCEL_POLL_S, cancel_flags, step_callback
 from farm.workers.messages import (
     AudioMeta,
     AudioWork,
+    CheckpointLostError,
     ChunkMeta,
     ChunkWork,
     ClipConditioning,
     PromptWork,
     SafetyFinding,
+    WindowKey,
+    WindowsReply,
+    WindowWork,
 )
 from farm.workers.noise import latent_noise
 from models.base import AudioRequest, ChunkRequest, ModelProfile, PromptEmbeds
@@ -144,6 +152,198 @@ class VideoWorker:
         )
         return meta, frames
 
+    # -- co-denoising (chunkMode: codenoise): windows kept here across steps ---------------------
+    #
+    # The lockstep driver (``farm.render.codenoise.LockstepDriver``) calls these, one call per
+    # step per worker: it sends each worker the fused overlap slices of its windows' predictions
+    # and gets back the slices of the next step's. A worker may own several windows; each is
+    # computed on its own (never batched), so a window's bits do not depend on who owns it.
+
+    def _codenoise_windows(self) -> dict[WindowKey, _Window]:
+        # Created on first use: workers that never co-denoise carry nothing.
+        return self.__dict__.setdefault("_windows", {})
+
+    def _stepped_backend(self) -> Any:
+        if "_stepped" not in self.__dict__:
+            from models.stepped import as_stepped
+
+            self._stepped = as_stepped(self._backend)
+        return self._stepped
+
+    def windows_begin(
+        self,
+        keys: list[WindowKey],
+        works: list[WindowWork],
+        prompt: PromptEmbeds,
+        conditioning: ClipConditioning | None = None,
+        checkpoints: list | None = None,
+    ) -> WindowsReply:
+        """Start windows ``keys`` (one per ``works`` entry) from their slices of the result's
+        global noise, or from ``checkpoints`` (one latent object reference per window, taken by
+        ``windows_latents``; the driver then carries on after the checkpoint's step). Windows
+        already held under these keys are replaced. Returns the schedule's length and the
+        checksums of the shared latent frames (nothing predicted yet).
+
+        Raises ``CheckpointLostError`` when a checkpoint cannot be fetched any more."""
+        started_at = time.time()
+        started = time.perf_counter()
+        backend = self._stepped_backend()
+        saved = [None] * len(keys)
+        if checkpoints is not None:
+            import ray
+
+            try:
+                saved = ray.get(list(checkpoints))
+            except Exception as error:  # any failure to fetch means: start from noise
+                raise CheckpointLostError(f"latent checkpoint lost: {error}") from error
+        table = self._codenoise_windows()
+        num_steps = 0
+        with torch.inference_mode():
+            for key, work, latents in zip(keys, works, saved):
+                request = window_request(backend, work, prompt, conditioning, latents)
+                state = backend.begin_window(request)
+                num_steps = backend.num_steps(state)
+                shared = torch.tensor(work.shared, dtype=torch.long)
+                table[key] = _Window(work=work, state=state, shared=shared, started_at=started_at)
+        seconds = time.perf_counter() - started
+        for key in keys:
+            table[key].seconds += seconds / len(keys)
+        return WindowsReply(
+            checksums={key: self._checksums(backend, table[key]) for key in keys},
+            num_steps=num_steps,
+            resumable=bool(getattr(backend, "resumable", False)),
+            seconds=seconds,
+        )
+
+    def windows_predict(self, keys: list[WindowKey], step: int) -> WindowsReply:
+        """Predict ``step`` for each window; keep the predictions, return their shared slices."""
+        started = time.perf_counter()
+        predictions = self._predict_windows(keys, step)
+        return WindowsReply(predictions=predictions, seconds=time.perf_counter() - started)
+
+    def windows_step(
+        self, keys: list[WindowKey], step: int, fused: dict[WindowKey, np.ndarray], predict_next: bool = True
+    ) -> WindowsReply:
+        """Write the ``fused`` overlap slices into each window's kept prediction of ``step``, take
+        the scheduler step, report it (progress, and ``TaskCancelledError`` once the render is
+        cancelled), then, with ``predict_next``, predict ``step + 1``: one call per step.
+
+        Returns the checksums of the shared latent frames after the step and the next slices."""
+        started = time.perf_counter()
+        backend = self._stepped_backend()
+        table = self._codenoise_windows()
+        windows = [self._window(key) for key in keys]
+        with torch.inference_mode():
+            for key, window in zip(keys, windows):
+                if window.prediction is None:
+                    raise ValueError(f"window {key} has no prediction of step {step} to take")
+                tick = time.perf_counter()
+                write_fused(window.prediction, window.shared, fused.get(key))
+                backend.step(window.state, step, window.prediction)
+                window.prediction = None
+                window.seconds += time.perf_counter() - tick
+        total = backend.num_steps(windows[0].state) if windows else 0
+        checksums = {key: self._checksums(backend, table[key]) for key in keys}
+        stepped = time.perf_counter() - started
+        self._report_windows(windows, step, total)
+        tick = time.perf_counter()
+        predictions = self._predict_windows(keys, step + 1) if predict_next else {}
+        return WindowsReply(
+            predictions=predictions,
+            checksums=checksums,
+            num_steps=total,
+            seconds=stepped + time.perf_counter() - tick,
+        )
+
+    def windows_latents(self, keys: list[WindowKey]) -> Any:
+        """A checkpoint: each window's current latents, float32 ``[1, C, T, h, w]`` (numpy), one
+        object per window (call with ``num_returns=len(keys)``; a single array for one key)."""
+        backend = self._stepped_backend()
+        arrays = tuple(backend.latents(self._window(key).state).detach().to("cpu", copy=True).numpy() for key in keys)
+        return arrays[0] if len(arrays) == 1 else arrays
+
+    def windows_decode(self, keys: list[WindowKey]) -> tuple:
+        """Decode each window from its final latents: ``(metas, frames_0, frames_1, ...)``, the
+        frames ``uint8 [num_frames, H, W, 3]`` one object per window (call with
+        ``num_returns=len(keys) + 1``). The safety check runs per window as ``chunk`` does."""
+        backend = self._stepped_backend()
+        metas, frames_out = [], []
+        for key in keys:
+            window = self._window(key)
+            tick = time.perf_counter()
+            with torch.inference_mode():
+                frames = backend.decode(window.state)
+            work = window.work
+            finding = self._safety(frames, work.safety_mode) if work.safety_mode != "none" else None
+            window.seconds += time.perf_counter() - tick
+            metas.append(
+                ChunkMeta(
+                    task_uuid=work.task_uuid,
+                    result_index=work.result_index,
+                    chunk_index=work.chunk.index,
+                    seconds=window.seconds,
+                    started_at=window.started_at,
+                    worker_pid=os.getpid(),
+                    num_frames=len(frames),
+                    safety=finding,
+                )
+            )
+            frames_out.append(frames)
+        return (metas, *frames_out)
+
+    def windows_drop(self, keys: list[WindowKey]) -> int:
+        """Forget windows ``keys`` (those this worker holds); returns how many it dropped."""
+        table = self._codenoise_windows()
+        return sum(table.pop(key, None) is not None for key in keys)
+
+    def windows_held(self) -> list[WindowKey]:
+        """Keys of the windows this worker holds (tests check that a render leaves none)."""
+        return sorted(self._codenoise_windows())
+
+    def _window(self, key: WindowKey) -> _Window:
+        window = self._codenoise_windows().get(key)
+        if window is None:
+            raise KeyError(f"this worker holds no window {key} (dropped, or begun on another worker)")
+        return window
+
+    @staticmethod
+    def _checksums(backend: Any, window: _Window) -> tuple[str, ...]:
+        return shared_checksums(backend.latents(window.state), window.work.shared)
+
+    def _predict_windows(self, keys: list[WindowKey], step: int) -> dict[WindowKey, np.ndarray]:
+        backend = self._stepped_backend()
+        slices = {}
+        with torch.inference_mode():
+            for key in keys:
+                window = self._window(key)
+                tick = time.perf_counter()
+                window.prediction = backend.predict(window.state, step)
+                if len(window.shared):
+                    slices[key] = shared_slices(window.prediction, window.shared)
+                window.seconds += time.perf_counter() - tick
+        return slices
+
+    def _report_windows(self, windows: list[_Window], step: int, total: int) -> None:
+        """``step_callback``'s check for all windows of one call: report each window's step to the
+        ``CancelFlags`` actor (progress) and raise ``TaskCancelledError`` once cancelled; at most
+        every ``CANCEL_POLL_S`` except after the first and the last step."""
+        token = windows[0].work.cancel_token if windows else None
+        if token is None:
+            return
+        now = time.monotonic()
+        if step and step + 1 < total and now - self.__dict__.get("_reported", 0.0) < CANCEL_POLL_S:
+            return
+        self._reported = now
+        import ray
+
+        if "_flags" not in self.__dict__:
+            self._flags = cancel_flags()
+        reports = [
+            self._flags.report.remote(token, w.work.result_index, w.work.chunk.index, step + 1, total) for w in windows
+        ]
+        if any(ray.get(reports)):
+            raise TaskCancelledError(f"render {token} cancelled at step {step + 1}/{total}")
+
 
 class AudioWorker:
     """Renders whole-clip audio with the profile's audio backend (wrapped by ``ray.remote``)."""
@@ -189,6 +389,79 @@ class AudioWorker:
             sample_rate=self._backend.sample_rate,
         )
         return meta, np.asarray(samples, dtype=np.float32)
+
+
+# -- co-denoising helpers (shared with the single-process reference, farm.render.codenoise) ------
+
+
+@dataclass(eq=False, kw_only=True)
+class _Window:
+    """One co-denoised window held by a ``VideoWorker``: its backend state and its kept prediction."""
+
+    work: WindowWork
+    state: Any
+    #: ``work.shared`` as an index tensor.
+    shared: torch.Tensor
+    #: The prediction of the step to take next (None once it is taken).
+    prediction: torch.Tensor | None = None
+    #: Model seconds spent on this window, and when it began (``time.time``).
+    seconds: float = 0.0
+    started_at: float = 0.0
+
+
+def window_request(
+    backend: Any,
+    work: WindowWork,
+    prompt: PromptEmbeds,
+    conditioning: ClipConditioning | None = None,
+    latents: np.ndarray | None = None,
+) -> ChunkRequest:
+    """The request of a co-denoised window: its slice of the result's global noise (or the given
+    checkpoint ``latents``) and its share of the clip's conditioning, as ``chunk`` builds it."""
+    chunk = work.chunk
+    if latents is None:
+        shape = backend.latent_frame_shape(work.height, work.width)
+        start = latent_noise(work.seed, chunk.latent_start, chunk.latent_frames, shape)
+    else:
+        start = torch.from_numpy(np.array(latents, dtype=np.float32))  # a writable copy
+    return ChunkRequest(
+        chunk_index=chunk.index,
+        prompt=prompt,
+        latents=start,
+        num_frames=chunk.num_frames,
+        height=work.height,
+        width=work.width,
+        num_inference_steps=work.num_inference_steps,
+        guidance_scale=work.guidance_scale,
+        seed=work.seed,
+        conditioning=conditioning.for_chunk(chunk) if conditioning is not None else None,
+    )
+
+
+def shared_slices(prediction: torch.Tensor, shared: torch.Tensor) -> np.ndarray:
+    """The shared latent frames of a prediction: float32 ``[1, C, len(shared), h, w]`` on the CPU."""
+    return prediction.index_select(2, shared.to(prediction.device)).to("cpu", torch.float32).numpy()
+
+
+def write_fused(prediction: torch.Tensor, shared: torch.Tensor, fused: np.ndarray | None) -> None:
+    """Write the fused values of the shared frames into ``prediction`` (in place)."""
+    if fused is None:
+        if len(shared):
+            raise ValueError(f"no fused values for the {len(shared)} shared latent frames of a window")
+        return
+    if fused.shape[2] != len(shared):
+        raise ValueError(f"fused values cover {fused.shape[2]} latent frames, the window shares {len(shared)}")
+    prediction[:, :, shared.to(prediction.device)] = torch.from_numpy(np.asarray(fused)).to(
+        prediction.device, prediction.dtype
+    )
+
+
+def shared_checksums(latents: torch.Tensor, shared: Sequence[int]) -> tuple[str, ...]:
+    """A 128-bit digest of each ``shared`` latent frame of ``latents`` ``[1, C, T, h, w]``."""
+    return tuple(
+        hashlib.blake2b(latents[:, :, j].detach().to("cpu").contiguous().numpy().tobytes(), digest_size=16).hexdigest()
+        for j in shared
+    )
 
 
 __all__ = ["AudioWorker", "VideoWorker"]

@@ -133,3 +133,91 @@ class ClipConditioning:
         if not (frames or masks or self.reference_images):
             return None
         return ChunkConditioning(frames=frames, masks=masks, reference_images=self.reference_images)
+
+
+# -- co-denoising (chunkMode: codenoise) -------------------------------------------------------
+
+WindowKey = tuple[str, int]
+"""A co-denoised window kept on a worker: (render id, window index). The render id is fresh for
+every lockstep run, so windows of a retried or concurrent run never collide."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CodenoiseWork:
+    """A whole result co-denoised in lockstep, as the scheduler hands it to
+    ``RayExecutor.render_codenoise`` (built from a ``farm.render.codenoise.CodenoisePlan``)."""
+
+    task_uuid: str
+    result_index: int
+    #: The plan's windows (``CodenoisePlan.chunks``), in order; ``index`` is the window index.
+    windows: tuple[ChunkPlan, ...]
+    #: Per window, float32 fusion weights over its latent frames (``CodenoisePlan.fusion_weights``):
+    #: the windows covering a latent frame sum to 1 there.
+    fusion_weights: tuple[np.ndarray, ...] = field(repr=False)
+    seed: int
+    #: Native (model) size of the result.
+    width: int
+    height: int
+    num_inference_steps: int
+    guidance_scale: float
+    #: As ``ChunkWork.cancel_token``: each window reports its steps under it and stops once cancelled.
+    cancel_token: str | None = None
+    #: As ``ChunkWork.safety_mode``, checked on each decoded window.
+    safety_mode: str = "none"
+
+    def __post_init__(self) -> None:
+        if len(self.fusion_weights) != len(self.windows):
+            raise ValueError(
+                f"need one fusion weight vector per window, got {len(self.fusion_weights)} for "
+                f"{len(self.windows)} windows"
+            )
+        for window, weights in zip(self.windows, self.fusion_weights):
+            if weights.shape != (window.latent_frames,):
+                raise ValueError(
+                    f"fusion weights of window {window.index} have shape {weights.shape}, expected "
+                    f"({window.latent_frames},)"
+                )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowWork:
+    """One co-denoised window, as a ``VideoWorker`` keeps it across steps (``windows_begin``)."""
+
+    task_uuid: str
+    result_index: int
+    chunk: ChunkPlan
+    #: Local latent frames of the window that other windows cover too, ascending: the worker
+    #: sends these slices of every prediction and takes their fused values back.
+    shared: tuple[int, ...]
+    seed: int
+    width: int
+    height: int
+    num_inference_steps: int
+    guidance_scale: float
+    cancel_token: str | None = None
+    safety_mode: str = "none"
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowsReply:
+    """A worker's answer for the windows it was asked about (``windows_begin``, ``windows_predict``,
+    ``windows_step``): small, except the prediction slices the driver fuses."""
+
+    #: Per window, the shared slices (``WindowWork.shared``) of its guided prediction at the step
+    #: asked for: float32 ``[1, C, len(shared), h, w]``. Empty when nothing was predicted.
+    predictions: dict[WindowKey, np.ndarray] = field(default_factory=dict, repr=False)
+    #: Per window, a digest of each shared latent frame of its current latents: windows sharing a
+    #: frame must hold bit-identical latents there after every step.
+    checksums: dict[WindowKey, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    #: Denoising steps of the windows' schedule.
+    num_steps: int = 0
+    #: Whether a window restarted from a latent checkpoint continues bit-identically (the
+    #: backend's ``resumable``: single-step schedulers yes, multistep ones no).
+    resumable: bool = True
+    #: Seconds of model computation in this call (the lockstep overhead is the rest).
+    seconds: float = 0.0
+
+
+class CheckpointLostError(RuntimeError):
+    """A window's latent checkpoint could not be fetched (the node that held it is gone): the
+    driver restarts the result from its noise instead."""

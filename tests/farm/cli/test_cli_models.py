@@ -35,8 +35,9 @@ def test_farm_models_lists_the_shipped_profiles():
     assert done.returncode == 0, done.stderr
     listed = [line for line in done.stdout.splitlines() if line and not line.startswith(" ")]
     assert listed == [
+        "skywork:skyreels@v4",  # the seed's model first, then the others sorted
+        "farm:toy-gp@1",
         "skywork:skyreels-v2-df@1.3b-540p",
-        "skywork:skyreels@v4",
         "wan-ai:wan2.1-vace@1.3b",
         "wan-ai:wan2.1-vace@14b",
     ]

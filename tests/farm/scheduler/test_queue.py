@@ -145,7 +145,7 @@ def test_a_retried_unit_goes_back_to_its_place():
 
 def test_a_gang_holds_the_head_until_enough_workers_are_free():
     queue = WorkQueue()
-    gang = unit("a", seq=0, kind="window", gang=3)
+    gang = unit("a", seq=0, kind="codenoise", gang=3)
     small = unit("a", seq=1)
     other = unit("b", seq=2)
     for u in (gang, small, other):
