@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import machine, union_seconds  # noqa: E402
+from benchmarks._common import machine, union_seconds  # noqa: E402 - after the sys.path line that makes the repo importable
 
 
 def cold_cli(task_path: Path, workers: int) -> tuple[float, str]:

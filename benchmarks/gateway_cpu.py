@@ -26,7 +26,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import machine  # noqa: E402
+from benchmarks._common import machine  # noqa: E402 - after the sys.path line that makes the repo importable
 
 TASK = {
     "taskType": "videoInference",

@@ -455,14 +455,14 @@ def bench_kernels(plan: Plan, res: Resolution, table: Table, triton_ok: bool) ->
             cell += " / triton n/a"
         else:
             try:  # never run on a GPU before: a failing compile must not end the run
-                triton_s = median_time(lambda: run("triton"), device, plan.repeats)  # noqa: B023
+                triton_s = median_time(lambda: run("triton"), device, plan.repeats)  # noqa: B023 - called at once, inside the loop
                 a, b = run("torch"), run("triton")
                 pairs = zip(a, b) if isinstance(a, tuple) else [(a, b)]
                 diff = max(int((x.int() - y.int()).abs().max()) for x, y in pairs)
                 cell += f" / triton {seconds(triton_s)} (x{torch_s / triton_s:.1f}, max diff {diff})"
                 if isinstance(b, tuple):
                     planes = b
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - a failing stage is reported in the table
                 cell += f" / triton failed ({table.fail(f'Triton {row} at {column}', exc)})"
         table.set(row, column, cell)
     if planes is None:

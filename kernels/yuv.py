@@ -134,7 +134,7 @@ def yuv420p_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.T
     if tuple(u.shape) != chroma_shape or tuple(v.shape) != chroma_shape:
         raise ValueError(f"expected u and v of shape {chroma_shape}, got {tuple(u.shape)} and {tuple(v.shape)}")
     luma = (y.to(torch.float32) - Y_OFFSET) / Y_SCALE
-    up = lambda plane: plane.repeat_interleave(2, 1).repeat_interleave(2, 2)[:, :height, :width]  # noqa: E731
+    up = lambda plane: plane.repeat_interleave(2, 1).repeat_interleave(2, 2)[:, :height, :width]  # noqa: E731 - a one-line helper reads best here
     cb = (up(u).to(torch.float32) - C_OFFSET) / C_SCALE
     cr = (up(v).to(torch.float32) - C_OFFSET) / C_SCALE
     r = luma + 2.0 * (1.0 - KR) * cr

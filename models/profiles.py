@@ -317,6 +317,6 @@ def get_profile(model_id: str) -> ModelProfile:
 
 register_profile(tiny_profile())
 # farm:toy-gp@1, the analytic toy model for seam studies (models.toy_gp imports nothing of this module).
-from models.toy_gp import toy_gp_profile  # noqa: E402
+from models.toy_gp import toy_gp_profile  # noqa: E402 - registered after the default, on purpose
 
 register_profile(toy_gp_profile())

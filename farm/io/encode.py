@@ -755,5 +755,5 @@ class ResultEncoder:
         try:
             if not self._closed:
                 self.abort()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - best effort in __del__
             pass

@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from farm.domain.constants import OUTPUT_FPS, output_format
 from farm.domain.errors import (
@@ -48,7 +48,7 @@ from farm.domain.errors import (
     WorkerLostError,
     error_info,
 )
-from farm.domain.planner import ClipPlan, plan_clip
+from farm.domain.planner import ChunkPlan, ClipPlan, plan_clip
 from farm.domain.task import VideoInferenceTask
 from farm.domain.validation import parse_task
 from farm.render.executor import (
@@ -70,6 +70,7 @@ from farm.render.executor import (
 )
 from farm.scheduler.events import (
     EventBatch,
+    EventKind,
     ResultOutcome,
     ResultSnapshot,
     SchedulerEvent,
@@ -85,6 +86,8 @@ if TYPE_CHECKING:
     from models.base import ModelProfile
 
 log = logging.getLogger(__name__)
+
+Status = Literal["queued", "running", "success", "error", "cancelled"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -369,10 +372,10 @@ class SchedulerCore:
         try:
             profiles = self._profiles
             if spec.parsed is not None:
-                task = spec.parsed
+                parsed = spec.parsed
             else:
-                task = parse_task(spec.body, known_models=tuple(profiles)) if profiles else parse_task(spec.body)
-            profile = profiles[task.model]
+                parsed = parse_task(spec.body, known_models=tuple(profiles)) if profiles else parse_task(spec.body)
+            profile = profiles[parsed.model]
         except TaskValidationError as exc:
             self._fail_spec(spec, exc)
             return
@@ -382,7 +385,7 @@ class SchedulerCore:
         results = {i: _Result(index=i, seed=spec.seeds[i]) for i in spec.results}
         task = _Task(
             spec=spec,
-            task=task,
+            task=parsed,
             profile=profile,
             seq=next(self._seq),
             token=f"{spec.task_uuid}/{uuid.uuid4()}",
@@ -627,7 +630,8 @@ class SchedulerCore:
         )
 
     def _launch_chunk(self, task: _Task, unit: Unit, worker: str) -> None:
-        chunk, tail = unit.payload  # type: ignore[misc]  # (ChunkPlan, previous chunk's frames or None)
+        chunk: ChunkPlan = unit.payload[0]  # type: ignore[index]  # (ChunkPlan, tail or None)
+        tail: tuple[int, Any] | None = unit.payload[1]  # type: ignore[index]  # (first frame, frames)
         result = task.results[unit.result_index]
         if result.status == "queued":
             result.status = "running"
@@ -1263,13 +1267,15 @@ class SchedulerCore:
 
     # == events ===============================================================================
 
-    def _emit(self, kind: str, task_uuid: str | None = None, result_index: int | None = None, **fields: Any) -> None:
+    def _emit(
+        self, kind: EventKind, task_uuid: str | None = None, result_index: int | None = None, **fields: Any
+    ) -> None:
         self._event_seq += 1
         self._events.append(
             SchedulerEvent(
                 seq=self._event_seq,
                 kind=kind,
-                task_uuid=task_uuid,  # type: ignore[arg-type]
+                task_uuid=task_uuid,
                 result_index=result_index,
                 **fields,
             )
@@ -1323,14 +1329,17 @@ class SchedulerCore:
             }
 
     def _task_snapshot(self, task: _Task, position: int | None) -> TaskSnapshot:
-        status = {"preparing": "queued", "queued": "queued", "running": "running"}.get(task.status) or (
-            task.ended_as or "error"
+        status = cast(
+            Status,
+            {"preparing": "queued", "queued": "queued", "running": "running"}.get(task.status)
+            or task.ended_as
+            or "error",
         )
         total = len(task.plan.chunks) if task.plan else 0
         results = tuple(
             ResultSnapshot(
                 index=r.index,
-                status=r.status if r.ended else ("queued" if r.status == "queued" else "running"),
+                status=cast(Status, r.status if r.ended else ("queued" if r.status == "queued" else "running")),
                 chunks_done=len(r.chunks_done),
                 chunks_total=total,
                 outcome=r.outcome,
@@ -1340,7 +1349,7 @@ class SchedulerCore:
         return TaskSnapshot(
             task_uuid=task.spec.task_uuid,
             status=status,
-            results=results,  # type: ignore[arg-type]
+            results=results,
             position=position,
             chunk_renders=task.chunk_renders,
             code=task.code,

@@ -247,4 +247,4 @@ class _Forwarder:
 def _with_error(result: RenderResult, error: BaseException) -> RenderResult:
     import dataclasses
 
-    return dataclasses.replace(result, error=error, path=None)  # type: ignore[arg-type]
+    return dataclasses.replace(result, error=error, path=None)  # type: ignore[arg-type]  # SafetyError is a FarmError

@@ -117,7 +117,7 @@ def test_bad_settings_are_refused(clip_dir):
 def test_verdicts_are_frozen():
     verdict = SafetyVerdict(flagged=False, concept=None, score=0.1, frame=None)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        verdict.flagged = True  # type: ignore[misc]
+        verdict.flagged = True  # type: ignore[misc]  # the point: it is frozen
 
 
 def test_the_embedded_default_checker_runs_and_does_not_flag(frames):

@@ -102,9 +102,9 @@ def test_reference_images_and_other_pipelines_are_refused_clearly(video_backend,
     with pytest.raises(ValueError, match="reference images cannot be co-denoised"):
         stepped.begin_window(request)
     with pytest.raises(ValueError, match="object cannot be denoised step by step"):
-        WanSteppedBackend(object())  # type: ignore[arg-type]
+        WanSteppedBackend(object())  # type: ignore[arg-type]  # a deliberately wrong call
     with pytest.raises(ValueError, match="str cannot be denoised step by step"):
-        as_stepped("not a backend")  # type: ignore[arg-type]
+        as_stepped("not a backend")  # type: ignore[arg-type]  # a deliberately wrong call
 
 
 def test_as_stepped_shares_the_pipeline(video_backend):

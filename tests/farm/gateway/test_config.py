@@ -181,7 +181,7 @@ default_pool: {idle_timeout_s: 0}
 def test_the_config_is_immutable():
     config = GatewayConfig()
     with pytest.raises(ValueError, match="frozen"):
-        config.workers = 5  # type: ignore[misc]
+        config.workers = 5  # type: ignore[misc]  # the point: it is frozen
 
 
 def test_docstring_examples():

@@ -36,7 +36,7 @@ def _instance(cls: type[FarmError]) -> FarmError:
     if issubclass(cls, TaskValidationError):
         return cls([Violation(field="duration", message="must be between 3 and 15 seconds", value=99)])
     if cls.__name__ == "TooManyTasksError":
-        return cls(101, 100)  # type: ignore[call-arg]
+        return cls(101, 100)  # type: ignore[call-arg]  # a deliberately wrong call
     return cls("something went wrong")
 
 

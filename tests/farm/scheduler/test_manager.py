@@ -9,11 +9,18 @@ control; the ``slow`` tests at the end render on a real local Ray with the tiny 
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import io
+import json
 import sys
+import threading
 import time
+import tracemalloc
+import uuid
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 from ray import cloudpickle
 
@@ -23,7 +30,8 @@ from farm.domain.records import TaskRecord
 from farm.render.executor import MediaConfig
 from farm.scheduler.actor import LocalClient, SchedulerHost
 from farm.scheduler.core import SchedulerConfig, SchedulerCore
-from farm.scheduler.manager import TaskManager
+from farm.scheduler.events import EventBatch
+from farm.scheduler.manager import CANCEL_WAIT_S, TaskManager
 from farm.scheduler.pools import PoolPolicy
 from farm.scheduler.store import TaskStore
 from tests.farm.scheduler.fakes import MODEL, FakeExecutor, fake_profile
@@ -50,13 +58,41 @@ def finished(manager: TaskManager, task_uuid: str, key: str | None = None) -> Ta
     return record if record.status in ("success", "error", "cancelled") else None
 
 
-class DetachedClient(LocalClient):
-    """A client whose ``close`` leaves the scheduler running, as ``ActorClient`` leaves the
-    detached actor: the gateway goes, renders go on."""
+class PausableClient(LocalClient):
+    """A ``LocalClient`` whose event stream can be held back (``paused``: the manager hears
+    nothing, as when its pump lags behind the scheduler) and whose scheduler can be unreachable
+    (``down``: every call raises, as while the scheduler actor restarts)."""
 
-    def close(self, *, shutdown: bool = False) -> None:
-        if shutdown:
-            super().close()
+    def __init__(self, host: SchedulerHost):
+        super().__init__(host)
+        self.paused = threading.Event()
+        self.down = threading.Event()
+
+    def _check(self) -> None:
+        if self.down.is_set():
+            raise ConnectionError("the scheduler actor is restarting")
+
+    def events(self, after: int, timeout: float):
+        self._check()
+        if self.paused.is_set():
+            time.sleep(min(timeout, 0.05))
+            return EventBatch(epoch=self.host.core.epoch)
+        batch = super().events(after, timeout)
+        if self.paused.is_set():  # paused while it waited: withheld (the manager asks again later)
+            return EventBatch(epoch=batch.epoch)
+        return batch
+
+    def cancel(self, task_uuid: str) -> bool:
+        self._check()
+        return super().cancel(task_uuid)
+
+    def snapshot(self):
+        self._check()
+        return super().snapshot()
+
+    def hand_over(self, spec) -> None:
+        self._check()
+        super().hand_over(spec)
 
 
 @dataclass
@@ -81,17 +117,18 @@ def gateway(tmp_path):
         client=LocalClient,
         workers: int = 2,
         start: bool = True,
+        config: SchedulerConfig | None = None,
         **kwargs,
     ) -> Gateway:
         if host is None:
             executor = executor or FakeExecutor()
-            config = SchedulerConfig(default_pool=PoolPolicy(max_workers=workers), stats_interval_s=0.2)
+            config = config or SchedulerConfig(default_pool=PoolPolicy(max_workers=workers), stats_interval_s=0.2)
             host = SchedulerHost(SchedulerCore(executor, {MODEL: fake_profile()}, config), step_timeout=0.05)
         scheduler = client(host)
         made_gateway = Gateway(
             TaskManager(TaskStore(tmp_path / "tasks.db"), scheduler=scheduler, out_dir=tmp_path / "out", **kwargs),
             scheduler,
-            host.core.executor,  # type: ignore[arg-type]
+            host.core.executor,  # type: ignore[arg-type]  # the fake executor
             host.core,
             host,
         )
@@ -109,10 +146,12 @@ def gateway(tmp_path):
 class RecordingArtifacts:
     def __init__(self):
         self.put_uuids: list[str] = []
+        self.owners: dict[str, str | None] = {}
 
-    def put(self, video_uuid, source, content_type, ttl_s):
+    def put(self, video_uuid, source, content_type, ttl_s, *, owner_key=None):
         assert source.is_file()
         self.put_uuids.append(video_uuid)
+        self.owners[video_uuid] = owner_key
 
 
 # -- admission -------------------------------------------------------------------------------
@@ -192,6 +231,126 @@ def test_a_key_sees_only_its_own_tasks(gateway, make_task):
             g.manager.get(task["taskUUID"], other)
         with pytest.raises(TaskNotFoundError):
             g.manager.cancel(task["taskUUID"], other)
+
+
+def test_another_keys_task_uuid_is_a_new_task_of_its_own(gateway, make_task):
+    """A task is (key, taskUUID): bob submitting alice's UUID learns nothing of hers (no
+    duplicateTaskUUID); he gets his own task, under the UUID he sent, and each sees only theirs."""
+    g = gateway(FakeExecutor(auto_ready=False))
+    task = make_task()
+    alice = g.manager.submit(task, "alice")
+    bob_task = {**task, "positivePrompt": "something else entirely", "seed": 9}
+    bob = g.manager.submit(bob_task, "bob")
+    assert (bob.task_uuid, bob.status, bob.api_key) == (task["taskUUID"], "queued", "bob")
+    assert g.manager.submit(bob_task, "bob").created_at == bob.created_at, "his resubmission is his task"
+    with pytest.raises(DuplicateTaskError):
+        g.manager.submit(task, "bob")  # now his UUID: another body is a duplicate of his own task
+    assert len(g.core.snapshot().tasks) == 2
+
+    g.executor.make_ready()
+    done = {key: wait_for(lambda k=key: finished(g.manager, task["taskUUID"], k)) for key in ("alice", "bob")}
+    assert done["alice"].created_at == alice.created_at and done["bob"].created_at == bob.created_at
+    assert {r.seed for r in done["bob"].results} == {9}
+    assert all(r.task_uuid == task["taskUUID"] for record in done.values() for r in record.results)
+    assert [e.task_uuid for e in asyncio.run(_all(g.manager.watch(task["taskUUID"], "bob")))] == [task["taskUUID"]]
+    assert g.manager.cancel(task["taskUUID"], "bob").created_at == bob.created_at
+    with pytest.raises(TaskNotFoundError):
+        g.manager.get(task["taskUUID"], "carol")
+
+
+def _png(width: int = 64, height: int = 64, *, noise: bool = False) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(width * height)
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8) if noise else np.full((height, width, 3), 200)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG", compress_level=0)
+    return buffer.getvalue()
+
+
+def test_inline_media_is_stored_as_the_keys_asset_and_the_body_keeps_a_reference(gateway, make_task, tmp_path):
+    assets = tmp_path / "assets"
+    g = gateway(FakeExecutor(resolve_media=True), media=MediaConfig(assets_dir=str(assets)))
+    png = _png()
+    inline = "data:image/png;base64," + base64.b64encode(png).decode()
+    task = make_task(inputs={"frameImages": [{"image": inline, "frame": "first"}, base64.b64encode(png).decode()]})
+    ack = g.manager.submit(task, "alice")
+    record = wait_for(lambda: finished(g.manager, task["taskUUID"], "alice"))
+    assert record.status == "success", record  # rendered from the asset, resolved as alice
+
+    body = json.loads(g.manager._store.get_body(ack.task_uuid))
+    first, second = body["inputs"]["frameImages"]
+    assert first["image"] == second and first["frame"] == "first", "one asset for the same bytes"
+    assert (assets / first["image"]).read_bytes() == png
+    assert json.loads((assets / f"{first['image']}.json").read_text())["apiKey"] == "alice"
+    ((prepared, _, _),) = g.executor.prepared
+    assert prepared.inputs.frame_images[0].image == first["image"]
+
+    # The same task again is the same task (compared as sent); another body is a duplicate.
+    assert g.manager.submit(json.loads(json.dumps(task)), "alice").created_at == ack.created_at
+    with pytest.raises(DuplicateTaskError):
+        g.manager.submit({**task, "inputs": {"frameImages": [inline]}}, "alice")
+    # The same bytes from bob are bob's own asset.
+    other = make_task(inputs={"frameImages": [inline]})
+    g.manager.submit(other, "bob")
+    bob_body = json.loads(g.manager._store.get_body(other["taskUUID"]))
+    assert bob_body["inputs"]["frameImages"][0] not in (first["image"], inline)
+
+
+def test_corrupt_inline_base64_is_refused_at_submit_naming_the_field(gateway, make_task, tmp_path):
+    g = gateway(media=MediaConfig(assets_dir=str(tmp_path / "assets")))
+    task = make_task(inputs={"frameImages": ["not*base64*at*all"]})
+    with pytest.raises(TaskValidationError) as refused:
+        g.manager.submit(task, None)
+    assert [v.field for v in refused.value.violations] == ["inputs.frameImages[0]"]
+    with pytest.raises(TaskNotFoundError):
+        g.manager.get(task["taskUUID"], None)
+
+
+def test_inline_media_leaves_memory_when_its_tasks_end(gateway, make_task, tmp_path):
+    """10 tasks of 2 MB of inline media each: once they end, what they left in the manager (its
+    store cache, its parsed tasks) is far below one of them (it was all 10 bodies before)."""
+    g = gateway(FakeExecutor(), media=MediaConfig(assets_dir=str(tmp_path / "assets")), workers=4)
+    payloads = [base64.b64encode(np.random.default_rng(i).bytes(2 * 2**20)).decode() for i in range(11)]
+
+    first = make_task(settings={"audio": False})
+    g.manager.submit(first, "k")
+    wait_for(lambda: finished(g.manager, first["taskUUID"], "k"))
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        uuids = []
+        for payload in payloads[:10]:
+            task = make_task(settings={"audio": False}, inputs={"frameImages": [payload]})
+            uuids.append(task["taskUUID"])
+            g.manager.submit(task, "k")
+            del task
+        for task_uuid in uuids:
+            wait_for(lambda u=task_uuid: finished(g.manager, u, "k"))
+        grown = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    del payloads
+    assert grown < 2 * 2**20, f"{grown / 2**20:.1f} MiB held after the tasks ended"
+    assert all(g.manager._store.get_task(u).body == "" for u in uuids), "ended tasks' bodies are not cached"
+
+
+def test_prune_deletes_ended_tasks_past_the_retention_only(gateway, make_task):
+    g = gateway(FakeExecutor(auto_ready=False))
+    old, recent, waiting = make_task(), make_task(), make_task()
+    for task in (old, recent, waiting):
+        g.manager.submit(task, "k")
+    g.manager.cancel(old["taskUUID"], "k")
+    g.manager.cancel(recent["taskUUID"], "k")
+    store = g.manager._store
+    with store._lock:  # ended an hour ago
+        store._db.execute("UPDATE tasks SET updated_at = updated_at - 3600 WHERE task_uuid = ?", (old["taskUUID"],))
+    assert g.manager.prune(retention_s=600) == 1
+    with pytest.raises(TaskNotFoundError):
+        g.manager.get(old["taskUUID"], "k")
+    assert g.manager.get(recent["taskUUID"], "k").status == "cancelled"
+    assert g.manager.get(waiting["taskUUID"], "k").status == "queued", "an unfinished task is never pruned"
+    assert g.manager.prune(retention_s=0) == 1
 
 
 # -- cancel, restart, watch ------------------------------------------------------------------
@@ -302,11 +461,170 @@ async def _all(iterator):
     return [event async for event in iterator]
 
 
+def test_cancel_of_a_task_started_before_the_store_heard_ends_cancelled_while_running(gateway, make_task):
+    """The store still says queued (the pump has not applied ``running`` yet) but the scheduler
+    has dispatched its units: the task ends as the scheduler knows it, "cancelled while running"."""
+    g = gateway(client=PausableClient)
+    g.executor.hold(lambda call: call.kind == "chunk")
+    task = make_task()
+    g.client.paused.set()
+    g.manager.submit(task, "k")
+    g.executor.wait_held(1)
+    assert g.manager.get(task["taskUUID"], "k").status == "queued"
+    threading.Timer(0.3, g.client.paused.clear).start()  # the pump catches up while cancel waits
+    g.manager.cancel(task["taskUUID"], "k")
+    record = wait_for(lambda: finished(g.manager, task["taskUUID"], "k"))
+    assert record.status == "cancelled"
+    assert record.results[0].error_message == "cancelled while running"
+    assert {c.outcome for c in g.executor.units("chunk")} == {"cancelled"}
+
+
+def test_a_cancel_taken_by_a_scheduler_that_then_restarts_is_not_lost(gateway, make_task):
+    """The scheduler takes the cancel, then dies before its units stop: the restarted (empty)
+    scheduler must not get the task again."""
+    g = gateway(FakeExecutor(stop_on_cancel=False))
+    g.executor.hold(lambda call: call.kind == "chunk")
+    task = make_task()
+    g.manager.submit(task, "k")
+    g.executor.wait_held(1)
+    wait_for(lambda: g.manager.get(task["taskUUID"], "k").status == "running")
+    started = time.monotonic()
+    assert g.manager.cancel(task["taskUUID"], "k").status == "running", "its units have not stopped yet"
+    assert time.monotonic() - started < CANCEL_WAIT_S + 1
+
+    g.host.stop()
+    executor = FakeExecutor()
+    fresh = SchedulerHost(SchedulerCore(executor, {MODEL: fake_profile()}, SchedulerConfig()), step_timeout=0.05)
+    g.client.host = fresh
+    record = wait_for(lambda: finished(g.manager, task["taskUUID"], "k"))
+    assert (record.status, record.results[0].error_message) == ("cancelled", "cancelled while running")
+    time.sleep(0.3)
+    assert executor.units() == [] and fresh.core.snapshot().tasks == (), "not handed over again"
+
+
+def test_a_cancel_while_the_scheduler_is_unreachable_ends_the_task_and_no_resync_renders_it(gateway, make_task):
+    g = gateway(FakeExecutor(auto_ready=False), client=PausableClient)
+    task = make_task()
+    g.manager.submit(task, "k")
+    g.client.down.set()  # the scheduler actor restarts
+    record = g.manager.cancel(task["taskUUID"], "k")
+    assert (record.status, record.results[0].error_message) == ("cancelled", "cancelled while queued")
+
+    g.host.stop()
+    executor = FakeExecutor()
+    fresh = SchedulerHost(SchedulerCore(executor, {MODEL: fake_profile()}, SchedulerConfig()), step_timeout=0.05)
+    g.client.host = fresh
+    g.client.down.clear()
+    nxt = make_task(settings={"audio": False})
+    g.manager.submit(nxt, "k")
+    assert wait_for(lambda: finished(g.manager, nxt["taskUUID"], "k")).status == "success"
+    assert executor.started_tasks() == [nxt["taskUUID"]], "the cancelled task was not handed over again"
+    assert g.manager.get(task["taskUUID"], "k").status == "cancelled"
+
+
+def test_a_task_handed_over_after_its_cancel_is_stopped_when_it_starts(gateway, make_task):
+    """A cancel that overtakes its hand-over (the actor runs calls concurrently) ends the task
+    here; when the scheduler starts it after all, the manager stops it there."""
+    g = gateway(FakeExecutor(auto_ready=False))
+    g.executor.hold(lambda call: call.kind == "chunk")
+    task = make_task()
+    g.manager.submit(task, "k")
+    g.manager._end_cancelled(task["taskUUID"], "cancelled while queued")  # as if the cancel came first
+    g.executor.make_ready()
+    wait_for(lambda: g.core.snapshot().tasks)
+    wait_for(lambda: g.core.snapshot().tasks[0].status == "cancelled")
+    assert g.manager.get(task["taskUUID"], "k").status == "cancelled"
+    assert {c.outcome for c in g.executor.units("chunk")} == {"cancelled"}, "its units stopped"
+
+
+def _delivering_gateway(gateway, make_task):
+    hooks = []
+    g = gateway(on_result=lambda record, task: hooks.append(record))
+    task = make_task(webhookURL="http://127.0.0.1:9/hook", settings={"audio": False})
+    return g, task, hooks
+
+
+def test_watch_streams_delivered_before_done(gateway, make_task):
+    """``done`` is the last event: it waits for the result's webhook to settle (the gateway's
+    delivery calls ``update_result(..., delivered=True)``), while GetResponse says success at once."""
+    g, task, hooks = _delivering_gateway(gateway, make_task)
+
+    async def collect():
+        kinds = []
+        async for event in g.manager.watch(task["taskUUID"], "k"):
+            kinds.append(event.kind)
+            if event.kind == "result":
+                await asyncio.to_thread(wait_for, lambda: g.manager.get(task["taskUUID"], "k").status == "success")
+                (record,) = hooks
+                g.manager.update_result(dataclasses.replace(record, webhook_status="delivered"), delivered=True)
+        return kinds
+
+    g.executor.hold()
+    g.manager.submit(task, "k")
+
+    async def run():
+        watcher = asyncio.create_task(collect())
+        await asyncio.sleep(0.1)
+        g.executor.release()
+        return await asyncio.wait_for(watcher, 30)
+
+    kinds = asyncio.run(run())
+    assert kinds[-2:] == ["delivered", "done"], kinds
+    assert kinds.count("done") == 1
+
+
+def test_a_watcher_arriving_while_delivery_is_pending_waits_for_done(gateway, make_task):
+    g, task, hooks = _delivering_gateway(gateway, make_task)
+    g.manager.submit(task, "k")
+    record = wait_for(lambda: finished(g.manager, task["taskUUID"], "k"))
+    assert record.status == "success" and record.results[0].webhook_status == "pending"
+
+    async def watch():
+        events = []
+        async for event in g.manager.watch(task["taskUUID"], "k"):
+            events.append(event)
+            if len(events) == 1:
+                (result,) = hooks
+                g.manager.update_result(dataclasses.replace(result, webhook_status="failed"), delivered=True)
+        return events
+
+    events = asyncio.run(asyncio.wait_for(watch(), 30))
+    assert [e.kind for e in events] == ["running", "delivered", "done"]
+    assert events[1].extra == {"webhook": "failed"}
+    assert events[2].extra == {"succeeded": 1, "failed": 0}
+    assert [e.kind for e in asyncio.run(_all(g.manager.watch(task["taskUUID"], "k")))] == ["done"]
+
+
+def test_a_task_handed_over_again_by_a_resync_is_queued_again_for_watchers(gateway, make_task):
+    g = gateway()
+    g.executor.hold(lambda call: call.kind == "chunk")
+    task = make_task(settings={"audio": False})
+    g.manager.submit(task, "k")
+    g.executor.wait_held(1)
+    wait_for(lambda: g.manager.get(task["taskUUID"], "k").status == "running")
+
+    async def watch():
+        kinds = []
+        async for event in g.manager.watch(task["taskUUID"], "k"):
+            kinds.append(event.kind)
+            if len(kinds) == 1:
+                # The control plane dies and comes back empty: the task is handed over again.
+                await asyncio.to_thread(g.host.stop)
+                executor = FakeExecutor()
+                config = SchedulerConfig(default_pool=PoolPolicy(max_workers=2))
+                g.client.host = SchedulerHost(SchedulerCore(executor, {MODEL: fake_profile()}, config), 0.05)
+        return kinds
+
+    kinds = asyncio.run(asyncio.wait_for(watch(), 30))
+    assert kinds[0] == "running" and kinds[-1] == "done"
+    assert kinds.index("queued") < kinds.index("running", 1), kinds
+
+
 def test_cost_and_callbacks(gateway, make_task):
     seen = []
 
     class Artifacts:
-        def put(self, video_uuid, source, content_type, ttl_s):
+        def put(self, video_uuid, source, content_type, ttl_s, *, owner_key=None):
             seen.append(("put", video_uuid, content_type, ttl_s))
             return None
 
@@ -468,7 +786,7 @@ def test_bad_media_fails_the_task_naming_the_field_and_resolves_as_the_owner(gat
 
 
 def test_a_restarted_gateway_picks_up_renders_that_went_on_without_it(gateway, make_task):
-    first = gateway(FakeExecutor(auto_ready=False), client=DetachedClient)
+    first = gateway(FakeExecutor(auto_ready=False))
     first.executor.hold(lambda call: call.result_index == 1)
     task = make_task(numberResults=2)
     first.manager.submit(task, "k")
@@ -478,7 +796,7 @@ def test_a_restarted_gateway_picks_up_renders_that_went_on_without_it(gateway, m
     assert first.manager.get(task["taskUUID"], "k").status == "queued", "nobody recorded the start"
 
     hooks = []
-    second = gateway(host=first.host, client=DetachedClient, start=False, on_result=lambda r, t: hooks.append(r.index))
+    second = gateway(host=first.host, start=False, on_result=lambda r, t: hooks.append(r.index))
     second.manager.start()
     # Result 0 ended while nobody listened: the restart records and delivers it from the snapshot.
     record = wait_for(lambda: (r := second.manager.get(task["taskUUID"], "k")).results[0].status == "success" and r)
@@ -520,6 +838,69 @@ def test_a_restarted_scheduler_gets_the_unfinished_results_again(gateway, make_t
     assert {c.result_index for c in executor.units("chunk")} == {1}, "the finished result is not rendered again"
     assert hooks == [0, 1]
     executor.check()
+
+
+def test_resync_never_renders_again_results_it_recorded_though_the_scheduler_forgot_the_task(gateway, make_task):
+    """A crash between recording a task's results and its end leaves it ``running`` in the store;
+    the scheduler has since dropped it (``forget``, ``keep_ended``). The restart reads its own
+    store first: nothing is rendered again, the task just ends."""
+    config = SchedulerConfig(default_pool=PoolPolicy(max_workers=2), keep_ended=1)
+    first = gateway(config=config)
+    tasks = [make_task(numberResults=2, settings={"audio": False}) for _ in range(3)]
+    for task in tasks:
+        first.manager.submit(task, "k")
+    for task in tasks:
+        wait_for(lambda t=task: finished(first.manager, t["taskUUID"], "k"))
+    first.manager.stop(timeout=5)
+    store = TaskStore(first.manager._store.path)
+    store.update_task_status(tasks[0]["taskUUID"], "running")  # as the crash left it
+    assert tasks[0]["taskUUID"] not in {t.task_uuid for t in first.core.snapshot().tasks}
+    units = len(first.executor.units())
+
+    second = gateway(host=first.host)
+    record = wait_for(lambda: finished(second.manager, tasks[0]["taskUUID"], "k"))
+    assert record.status == "success" and all(r.status == "success" for r in record.results)
+    assert len(first.executor.units()) == units, "nothing rendered again"
+
+
+def test_start_removes_encoder_leftovers_of_renders_no_scheduler_holds(gateway, make_task, tmp_path):
+    first = gateway()
+    first.executor.hold(lambda call: call.kind == "chunk")
+    live = make_task(settings={"audio": False})
+    first.manager.submit(live, "k")
+    first.executor.wait_held(1)
+    first.manager.stop(timeout=5)  # the scheduler goes on with ``live``
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    kept = out / f".{live['taskUUID']}-0.mp4.partial-0a1b2c3d4e5f"
+    orphan = out / f".{uuid.uuid4()}-0.mp4.partial-5f4e3d2c1b0a"
+    finished_file = out / f"{uuid.uuid4()}-0.mp4"
+    for path in (kept, orphan, finished_file):
+        path.write_bytes(b"half a video")
+
+    gateway(host=first.host)
+    assert kept.exists(), "a render still going keeps its file"
+    assert not orphan.exists()
+    assert finished_file.exists(), "only partial files are leftovers"
+    first.executor.release()
+
+
+def test_closing_a_local_client_leaves_its_scheduler_running_unless_told_to_shut_it_down():
+    host = SchedulerHost(SchedulerCore(FakeExecutor(), {MODEL: fake_profile()}, SchedulerConfig()), 0.05)
+    client = LocalClient(host)
+    client.close()
+    assert host._thread.is_alive() and not host.core.executor.shut_down
+    client.close(shutdown=True)
+    assert not host._thread.is_alive() and host.core.executor.shut_down
+
+
+def test_results_are_stored_with_their_owner_key(gateway, make_task):
+    artifacts = RecordingArtifacts()
+    g = gateway(artifacts=artifacts)
+    task = make_task(settings={"audio": False})
+    g.manager.submit(task, "alice")
+    record = wait_for(lambda: finished(g.manager, task["taskUUID"], "alice"))
+    assert artifacts.owners == {record.results[0].video_uuid: "alice"}
 
 
 # -- on a real local Ray -----------------------------------------------------------------------
@@ -569,7 +950,7 @@ def real_manager(tmp_path, real_pool):
 
     yield make
     for manager in managers:
-        manager.stop(timeout=30)
+        manager.stop(timeout=30, shutdown_scheduler=True)
 
 
 @pytest.mark.slow
@@ -604,7 +985,7 @@ def test_real_render_resumes_after_stop_and_watch_ends_with_done(real_manager, m
     task = make_task(settings={"audio": False})
     first.submit(task, None)
     wait_for(lambda: first.get(task["taskUUID"], None).results[0].progress > 0, timeout=120)
-    first.stop(timeout=60)
+    first.stop(timeout=60, shutdown_scheduler=True)  # the scheduler too: the second starts its own
     assert first.get(task["taskUUID"], None).status == "running"
 
     second = real_manager()  # started: it hands the task over again
