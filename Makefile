@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine, set-up included:
 #   make render   render examples/text-to-video-480p.json end to end into out/
-#   make test     run the test suite
+#   make test     lint (ruff), format check, type check (mypy), then the test suite
 # Both create .venv on first use. torch is pinned first (TORCH_SPEC): on a CPU-only machine
 # with the local wheel cache that is the CPU build; on a GPU machine PyPI's CUDA build.
 
@@ -27,6 +27,9 @@ render: $(STAMP)
 	$(VENV)/bin/farm render $(TASK) --out $(OUT) --workers $(WORKERS)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 # Regenerate farm/v1/*_pb2*.py from proto/farm/v1/*.proto (a test checks they are current).
