@@ -22,8 +22,6 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from farm.domain.constants import DEFAULT_MODEL
 from models.base import AudioBackend, ModelProfile, VideoBackend
 from models.prompt_extend import PromptExtender, TemplateExtender
@@ -32,6 +30,8 @@ from models.safety import SafetyChecker
 # The backends import diffusers and transformers (seconds of start-up): they are imported inside
 # the factories, which run in the worker processes, so the driver and the gateway stay light.
 if TYPE_CHECKING:
+    import torch
+
     from models.prompt_extend import TransformersExtender
     from models.safety import ClipSafetyChecker
     from models.stable_audio import StableAudioBackend
@@ -129,8 +129,25 @@ def tiny_profile(model_id: str = DEFAULT_MODEL, seed: int = DEFAULT_SEED) -> Mod
     )
 
 
+#: dtype names a profile may give (``auto``: the backend's default, bf16 on a GPU, fp32 on the CPU).
+DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16", "float64")
+
+
+def _dtype_key(dtype: torch.dtype | str | None) -> str | None:
+    """``torch.bfloat16`` / ``"bfloat16"`` / ``"auto"`` / None -> a dtype name or None, without
+    importing torch (profiles are read by processes that load no model)."""
+    if dtype is None:
+        return None
+    name = str(dtype).removeprefix("torch.")
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"unknown torch dtype {dtype!r}; known: {', '.join(DTYPE_NAMES)}")
+    return None if name == "auto" else name
+
+
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     """``"bfloat16"`` / ``torch.bfloat16`` / ``"auto"`` / None -> ``torch.dtype`` or None (the backend's default)."""
+    import torch
+
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
@@ -141,7 +158,7 @@ def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return value
 
 
-def _dtype_name(dtype: torch.dtype | None) -> str:
+def _dtype_name(dtype: torch.dtype | str | None) -> str:
     return "auto" if dtype is None else str(dtype).removeprefix("torch.")
 
 
@@ -163,12 +180,14 @@ def hub_kwargs() -> dict[str, Any]:
 def _load_wan(weights: str, **kwargs) -> WanVideoBackend:
     from models.wan import WanVideoBackend
 
+    kwargs["torch_dtype"] = _dtype(kwargs.get("torch_dtype"))  # a name until the worker loads
     return WanVideoBackend.from_pretrained(weights, **kwargs, **hub_kwargs())
 
 
 def _load_stable_audio(weights: str, **kwargs) -> StableAudioBackend:
     from models.stable_audio import StableAudioBackend
 
+    kwargs["torch_dtype"] = _dtype(kwargs.get("torch_dtype"))
     return StableAudioBackend.from_pretrained(weights, **kwargs, **hub_kwargs())
 
 
@@ -248,7 +267,7 @@ def wan_profile(
     if pipeline not in VIDEO_PIPELINES:
         raise InvalidProfileField("pipeline", f"must be one of {', '.join(VIDEO_PIPELINES)}, got {pipeline!r}")
     check_windows(window_frames, overlap_frames)
-    torch_dtype = _dtype(dtype)
+    torch_dtype = _dtype_key(dtype)
     video_factory: Callable[[], VideoBackend] = functools.partial(
         _load_wan, weights, pipeline=pipeline, torch_dtype=torch_dtype, device=device
     )
@@ -256,7 +275,7 @@ def wan_profile(
     if audio_weights is not None:
         # Wan's bf16 default does not carry over: Stable Audio runs in fp16/fp32.
         audio_torch_dtype = (
-            (None if torch_dtype is torch.bfloat16 else torch_dtype) if audio_dtype is None else _dtype(audio_dtype)
+            (None if torch_dtype == "bfloat16" else torch_dtype) if audio_dtype is None else _dtype_key(audio_dtype)
         )
         audio_factory = functools.partial(
             _load_stable_audio,
@@ -316,7 +335,7 @@ def get_profile(model_id: str) -> ModelProfile:
 
 
 register_profile(tiny_profile())
-# farm:toy-gp@1, the analytic toy model for seam studies (models.toy_gp imports nothing of this module).
-from models.toy_gp import toy_gp_profile  # noqa: E402 - registered after the default, on purpose
+# farm:toy-gp@1, the analytic toy model for seam studies (its profile module is torch-free).
+from models.toy_profile import toy_gp_profile  # noqa: E402 - registered after the default, on purpose
 
 register_profile(toy_gp_profile())

@@ -39,7 +39,6 @@ side, so any size renders; any frame count renders too (the decode is cut to ``n
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -47,24 +46,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.base import ChunkRequest, ModelProfile, PromptEmbeds, StepCallback
-from models.prompt_extend import TemplateExtender
-from models.weights import TINY_SEED
+from models.base import ChunkRequest, PromptEmbeds, StepCallback
 
-#: Model id the farm owner registers the toy profile under.
-TOY_GP_MODEL = "farm:toy-gp@1"
-
-#: Native area of the toy profile: 224x128 for 16:9 (4x the tiny default's), so the seam metric
-#: averages over 16x28 independent latent pixels per frame: at 112x64 the chance fluctuation of a
-#: seamless clip's SJR max is about twice as large (1.15 instead of 1.08 over 39 seams). A 15 s
-#: clip still denoises and decodes in about a second.
-TOY_NATIVE_AREA = 224 * 128
-
-#: Denoising steps of the toy profile (an Euler step is a T x T matrix product: microseconds).
-TOY_STEPS = 8
-
-#: Audio steps of the toy profile: the tiny default's Stable Audio, at the tiny default's steps.
-TOY_AUDIO_STEPS = 4
+# The profile, its model id and constants live in a torch-free module (the scheduler reads
+# profiles without loading torch); re-exported here.
+from models.toy_profile import TOY_AUDIO_STEPS as TOY_AUDIO_STEPS
+from models.toy_profile import TOY_GP_MODEL as TOY_GP_MODEL
+from models.toy_profile import TOY_NATIVE_AREA as TOY_NATIVE_AREA
+from models.toy_profile import TOY_STEPS as TOY_STEPS
+from models.toy_profile import toy_gp_profile as toy_gp_profile
 
 #: Shape of ``PromptEmbeds.prompt_embeds``: ``[1, tokens, dim]`` hashed from the text.
 TOY_EMBED_TOKENS = 4
@@ -379,45 +369,3 @@ class ToyGPBackend:
             )
             self._decoders[key] = tuple(torch.from_numpy(m.astype(np.float32)) for m in matrices)
         return self._decoders[key]
-
-
-def _tiny_audio_backend(seed: int):
-    # Imported when a worker builds it: models.profiles will import this module to register the toy.
-    from models.profiles import tiny_audio_backend
-
-    return tiny_audio_backend(seed)
-
-
-def _tiny_safety_checker(seed: int):
-    from models.profiles import tiny_safety_checker
-
-    return tiny_safety_checker(seed)
-
-
-def toy_gp_profile(
-    model_id: str = TOY_GP_MODEL, *, seed: int = TINY_SEED, config: ToyGPConfig | None = None
-) -> ModelProfile:
-    """The toy GP profile: the tiny default's 17-frame windows overlapping by 5, 224x128 native
-    (16:9), ``TOY_STEPS`` steps, ``chunkMode: codenoise`` unless a task says otherwise; the tiny
-    default's Stable Audio, template prompt extender and CLIP safety checker (random weights from
-    ``seed``), so a task renders end to end with audio."""
-    return ModelProfile(
-        model_id=model_id,
-        description="Analytic Gaussian-process video denoiser (no weights; smooth colour fields; for seam studies)",
-        window_frames=17,
-        overlap_frames=5,
-        temporal_stride=ToyGPBackend.temporal_stride,
-        native_area=TOY_NATIVE_AREA,
-        native_multiple=16,
-        num_inference_steps=TOY_STEPS,
-        guidance_scale=1.0,
-        audio_steps=TOY_AUDIO_STEPS,
-        video_factory=functools.partial(ToyGPBackend, config),
-        audio_factory=functools.partial(_tiny_audio_backend, seed),
-        prompt_extender_factory=TemplateExtender,
-        safety_factory=functools.partial(_tiny_safety_checker, seed),
-        # Co-denoising is the toy's point: seams at chance level (benchmarks/codenoise.py).
-        chunk_mode="codenoise",
-        # ``pipeline`` and ``weights`` are what ``farm models`` shows.
-        extra={"toy": True, "seed": seed, "pipeline": "ToyGPBackend (closed form)", "weights": "none"},
-    )

@@ -3,7 +3,9 @@
     POST /v1                   array of tasks: videoInference (submit) and getResponse (poll)
     GET  /v1/videos/{videoUUID} the rendered file (HTTP Range, content type; 404 unknown, 410 expired)
     GET  /metrics              Prometheus exposition
-    GET  /healthz              liveness
+    GET  /healthz              liveness (503 once shutdown begins)
+    GET  /livez                liveness: the process answers (200 until it exits)
+    GET  /readyz               readiness: admitting, the scheduler answers, warm pools are up
 
 ``POST /v1`` speaks the seed platform's shapes, so a client of that platform works by changing its
 base URL: ``{"data": [...]}`` and/or ``{"errors": [{"code", "message", "parameter", "taskUUID"}]}``.
@@ -25,6 +27,7 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 from aiohttp import web
@@ -60,13 +63,28 @@ from farm.gateway.wire import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RestFace", "make_app", "decode_json_body", "MAX_REQUEST_BYTES", "MAX_JSON_DEPTH", "MAX_INT_DIGITS"]
+__all__ = [
+    "RestFace",
+    "make_app",
+    "decode_json_body",
+    "ReadinessCheck",
+    "MAX_REQUEST_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_INT_DIGITS",
+]
 
 #: Deepest nesting of arrays and objects in a body; a task needs 5 (the array, the task,
 #: ``inputs``, ``frameImages``, an item). Deeper bodies cost the decoder's recursion for nothing.
 MAX_JSON_DEPTH = 32
 #: Longest integer literal (Python's own ``int`` parsing limit; the validator refuses anything past int64).
 MAX_INT_DIGITS = 4300
+
+#: What ``/readyz`` asks the farm: ``(ready, details)``. Ready means a task submitted now waits for
+#: nothing to start (the scheduler answers; every pool with ``min_workers`` has them loaded);
+#: ``details`` (JSON-able) go into the answer. Runs in a thread; it may block up to its own timeout.
+ReadinessCheck = Callable[[], tuple[bool, dict[str, Any]]]
+#: How long ``/readyz`` waits for the check before answering 503 (a probe's own timeout is ~1 s+).
+READINESS_TIMEOUT_S = 3.0
 
 SERVICE_KEY = web.AppKey("service", object)
 #: Routes that need an API key (result downloads carry their capability in the URL).
@@ -223,6 +241,7 @@ class RestFace:
         metrics: Any = None,
         public_base_url: str | None = None,
         max_tasks_per_request: int = MAX_TASKS_PER_REQUEST,
+        readiness: ReadinessCheck | None = None,
     ):
         self.service = service
         self.api_keys = api_keys or ApiKeys()
@@ -230,6 +249,8 @@ class RestFace:
         self.metrics = metrics
         self.public_base_url = public_base_url
         self.max_tasks_per_request = max_tasks_per_request
+        #: ``/readyz``'s check of the farm (None: ready while admitting).
+        self.readiness = readiness
         #: False once shutdown begins: new submissions are refused.
         self.admitting = True
 
@@ -363,6 +384,27 @@ class RestFace:
             return web.json_response({"status": "shutting down"}, status=503)
         return web.json_response({"status": "ok"})
 
+    async def livez(self, request: web.Request) -> web.Response:
+        """``GET /livez``: 200 while the process answers, draining included (a liveness probe that
+        failed during a graceful shutdown would get the pod killed before its tasks are handed on)."""
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """``GET /readyz``: 200 when a task submitted now would wait for nothing to start, else 503
+        with the reason (shutting down, the scheduler not answering, warm pools still loading)."""
+        if not self.admitting:
+            return web.json_response({"status": "shutting down"}, status=503)
+        if self.readiness is None:
+            return web.json_response({"status": "ready"})
+        try:
+            ready, details = await asyncio.wait_for(asyncio.to_thread(self.readiness), READINESS_TIMEOUT_S)
+        except TimeoutError:
+            ready, details = False, {"reason": f"the scheduler did not answer within {READINESS_TIMEOUT_S:g}s"}
+        except Exception as exc:  # noqa: BLE001 - an unreachable scheduler is an answer: not ready
+            ready, details = False, {"reason": f"the scheduler did not answer: {clip(str(exc) or type(exc).__name__)}"}
+        body = {"status": "ready" if ready else "not ready", **details}
+        return web.json_response(body, status=200 if ready else 503)
+
 
 def make_app(face: RestFace, *, max_request_bytes: int = MAX_REQUEST_BYTES) -> web.Application:
     """The aiohttp application of ``face``, with its middlewares (metrics, errors, auth)."""
@@ -379,4 +421,6 @@ def make_app(face: RestFace, *, max_request_bytes: int = MAX_REQUEST_BYTES) -> w
     app.router.add_get("/v1/videos/{videoUUID}", face.get_video)
     app.router.add_get("/metrics", face.metrics_page)
     app.router.add_get("/healthz", face.healthz)
+    app.router.add_get("/livez", face.livez)
+    app.router.add_get("/readyz", face.readyz)
     return app

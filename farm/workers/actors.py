@@ -50,6 +50,13 @@ class VideoWorker:
         started = time.perf_counter()
         self._profile = profile
         self._backend = profile.video_factory()
+        # The conditioning a text-only chunk needs (VACE's blank video) is encoded now, at load, so
+        # the first chunk renders at warm speed (models.wan ``prime``).
+        prime = getattr(self._backend, "prime", None)
+        if prime is not None:
+            width, height = profile.native_size(16, 9)
+            with torch.inference_mode():
+                prime(profile.window_frames, height, width)
         # The prompt extender and the safety checker load on first use (most tasks need neither).
         self._extender: Any = None
         self._checker: Any = None
