@@ -67,9 +67,18 @@ class SimProfile(ModelProfile):
 
 def sim_profile(step_ms: float) -> SimProfile:
     return SimProfile(
-        model_id=MODEL, description="simulated Wan-size model", window_frames=81, overlap_frames=17,
-        temporal_stride=4, native_area=BASE_AREA, native_multiple=16, num_inference_steps=STEPS,
-        guidance_scale=5.0, audio_steps=0, video_factory=lambda: None, extra={"step_ms": step_ms},
+        model_id=MODEL,
+        description="simulated Wan-size model",
+        window_frames=81,
+        overlap_frames=17,
+        temporal_stride=4,
+        native_area=BASE_AREA,
+        native_multiple=16,
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+        audio_steps=0,
+        video_factory=lambda: None,
+        extra={"step_ms": step_ms},
     )
 
 
@@ -92,9 +101,15 @@ class SimVideoWorker:
     def chunk(self, work, prompt, conditioning=None, tail=None):
         started_at, started = time.time(), time.perf_counter()
         time.sleep(self.chunk_seconds(work))
-        meta = ChunkMeta(task_uuid=work.task_uuid, result_index=work.result_index, chunk_index=work.chunk.index,
-                         seconds=time.perf_counter() - started, started_at=started_at, worker_pid=os.getpid(),
-                         num_frames=work.chunk.num_frames)
+        meta = ChunkMeta(
+            task_uuid=work.task_uuid,
+            result_index=work.result_index,
+            chunk_index=work.chunk.index,
+            seconds=time.perf_counter() - started,
+            started_at=started_at,
+            worker_pid=os.getpid(),
+            num_frames=work.chunk.num_frames,
+        )
         return meta, None
 
 
@@ -114,8 +129,13 @@ class NullFinishing:
         pass
 
     def finish(self, key):
-        self._report(Finished(task_uuid=key[0], result_index=key[1],
-                              file=FinishedFile(path=f"/dev/null/{key[0]}-{key[1]}", encode_seconds=0.0, frames=0)))
+        self._report(
+            Finished(
+                task_uuid=key[0],
+                result_index=key[1],
+                file=FinishedFile(path=f"/dev/null/{key[0]}-{key[1]}", encode_seconds=0.0, frames=0),
+            )
+        )
 
     def abort(self, key):
         pass
@@ -144,9 +164,14 @@ def make_stream(n: int, rate: float, seed: int) -> list[SimTask]:
         key = rng.choices(KEYS, weights=[LOAD[k] for k in KEYS])[0]
         task_uuid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         body = {
-            "taskType": "videoInference", "taskUUID": task_uuid, "model": MODEL, "positivePrompt": "sim",
-            "duration": rng.randint(3, 15), "resolution": rng.choice(["480p", "720p", "1080p"]),
-            "numberResults": rng.randint(1, 4), "settings": {"audio": False, "promptExtend": False},
+            "taskType": "videoInference",
+            "taskUUID": task_uuid,
+            "model": MODEL,
+            "positivePrompt": "sim",
+            "duration": rng.randint(3, 15),
+            "resolution": rng.choice(["480p", "720p", "1080p"]),
+            "numberResults": rng.randint(1, 4),
+            "settings": {"audio": False, "promptExtend": False},
         }
         tasks.append(SimTask(task_uuid=task_uuid, key=key, arrival=t, body=body))
     return tasks
@@ -174,7 +199,10 @@ def run_farm(stream: list[SimTask], gpus: int, profile: SimProfile) -> dict:
     config = SchedulerConfig(
         tenants={k: TenantPolicy(weight=w) for k, w in WEIGHTS.items()},
         default_pool=PoolPolicy(min_workers=gpus, max_workers=gpus, idle_timeout_s=600),
-        cpus_per_worker=0, worker_resources={"sim_gpu": 1}, stats_interval_s=1e9, keep_ended=100_000,
+        cpus_per_worker=0,
+        worker_resources={"sim_gpu": 1},
+        stats_interval_s=1e9,
+        keep_ended=100_000,
     )
     core = SchedulerCore(executor, {MODEL: profile}, config)
     core.warm_up([MODEL])
@@ -190,9 +218,17 @@ def run_farm(stream: list[SimTask], gpus: int, profile: SimProfile) -> dict:
         while pending and pending[0].arrival <= now:
             t = pending.pop(0)
             task = parsed[t.task_uuid]
-            core.hand_over(TaskSpec(task_uuid=t.task_uuid, body=t.body, api_key=t.key,
-                                    seeds=tuple(range(task.number_results)),
-                                    results=tuple(range(task.number_results)), out_dir="/dev/null", parsed=task))
+            core.hand_over(
+                TaskSpec(
+                    task_uuid=t.task_uuid,
+                    body=t.body,
+                    api_key=t.key,
+                    seeds=tuple(range(task.number_results)),
+                    results=tuple(range(task.number_results)),
+                    out_dir="/dev/null",
+                    parsed=task,
+                )
+            )
         core.step(0.005 if pending else 0.05)
         batch = core.events(cursor)
         for event in batch.events:
@@ -238,9 +274,20 @@ def run_one_at_a_time(stream: list[SimTask], gpus: int, profile: SimProfile, tai
         task = parse_task(t.body, known_models=(MODEL,))
         w, h = profile.native_size(task.width, task.height)
         plan = plan_clip(task.num_frames, window_frames=81, overlap_frames=17, temporal_stride=4)
-        todo = [ChunkWork(task_uuid=t.task_uuid, result_index=r, chunk=c, seed=r, width=w, height=h,
-                          num_inference_steps=STEPS, guidance_scale=5.0)
-                for r in range(task.number_results) for c in plan.chunks]
+        todo = [
+            ChunkWork(
+                task_uuid=t.task_uuid,
+                result_index=r,
+                chunk=c,
+                seed=r,
+                width=w,
+                height=h,
+                num_inference_steps=STEPS,
+                guidance_scale=5.0,
+            )
+            for r in range(task.number_results)
+            for c in plan.chunks
+        ]
         idle, running = list(workers), {}
         while todo or running:
             while idle and todo:
@@ -275,10 +322,14 @@ def report(name: str, stream: list[SimTask], run: dict, gpus: int) -> dict:
     ratios = [(gpu_s[k] / total) / (WEIGHTS[k] / weight_total) for k in KEYS]
     jain = sum(ratios) ** 2 / (len(ratios) * sum(r * r for r in ratios))
     return {
-        "name": name, "utilisation": utilisation, "p50": statistics.median(latency),
+        "name": name,
+        "utilisation": utilisation,
+        "p50": statistics.median(latency),
         "p95": latency[min(len(latency) - 1, math.ceil(0.95 * len(latency)) - 1)],
         "makespan": max(t.done for t in stream if t.done is not None),
-        "shares": {k: gpu_s[k] / total for k in KEYS}, "jain": jain, "overhead_ms": run["overhead_s"] * 1000,
+        "shares": {k: gpu_s[k] / total for k in KEYS},
+        "jain": jain,
+        "overhead_ms": run["overhead_s"] * 1000,
         "chunks": len(chunks),
     }
 
@@ -300,32 +351,47 @@ def main() -> int:
     task_s = mean_chunks * 2.5 * STEPS * args.step_ms / 1000 * mean_area
     rate = args.load * args.gpus / task_s
     stream = make_stream(args.tasks, rate, args.seed)
-    print(f"# {machine()}\n# {args.tasks} tasks at {rate:.2f}/s (load {args.load}), {args.gpus} simulated GPUs, "
-          f"step {args.step_ms} ms @480p", flush=True)
-    ray.init(num_cpus=2, resources={"sim_gpu": args.gpus}, include_dashboard=False, logging_level="WARNING",
-             log_to_driver=False)
+    print(
+        f"# {machine()}\n# {args.tasks} tasks at {rate:.2f}/s (load {args.load}), {args.gpus} simulated GPUs, "
+        f"step {args.step_ms} ms @480p",
+        flush=True,
+    )
+    ray.init(
+        num_cpus=2,
+        resources={"sim_gpu": args.gpus},
+        include_dashboard=False,
+        logging_level="WARNING",
+        log_to_driver=False,
+    )
     results = []
-    for name, runner in (("farm scheduler", lambda s: run_farm(s, args.gpus, profile)),
-                         ("one task at a time", lambda s: run_one_at_a_time(s, args.gpus, profile,
-                                                                            args.tail_ms / 1000))):
+    for name, runner in (
+        ("farm scheduler", lambda s: run_farm(s, args.gpus, profile)),
+        ("one task at a time", lambda s: run_one_at_a_time(s, args.gpus, profile, args.tail_ms / 1000)),
+    ):
         fresh = [dataclasses.replace(t, done=None) for t in stream]
         started = time.perf_counter()
         run = runner(fresh)
         results.append(report(name, fresh, run, args.gpus))
         print(f"{name}: done in {time.perf_counter() - started:.1f}s", flush=True)
     ray.shutdown()
-    print("\n| runner | GPU utilisation | p50 latency s | p95 latency s | makespan s | Jain (share/weight) "
-          "| sched. CPU ms/chunk | chunks |")
+    print(
+        "\n| runner | GPU utilisation | p50 latency s | p95 latency s | makespan s | Jain (share/weight) "
+        "| sched. CPU ms/chunk | chunks |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['name']} | {r['utilisation']:.3f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['makespan']:.1f} "
-              f"| {r['jain']:.3f} | {r['overhead_ms']:.2f} | {r['chunks']} |")
+        print(
+            f"| {r['name']} | {r['utilisation']:.3f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['makespan']:.1f} "
+            f"| {r['jain']:.3f} | {r['overhead_ms']:.2f} | {r['chunks']} |"
+        )
     print("\nshares (weights " + ", ".join(f"{k} {WEIGHTS[k]:g}" for k in KEYS) + "):")
     for r in results:
         print(f"  {r['name']}: " + ", ".join(f"{k} {r['shares'][k]:.3f}" for k in KEYS))
     farm, old = results
-    print(f"\nratio farm/old: utilisation {farm['utilisation'] / old['utilisation']:.2f}x, "
-          f"p50 latency {farm['p50'] / old['p50']:.2f}x, p95 latency {farm['p95'] / old['p95']:.2f}x")
+    print(
+        f"\nratio farm/old: utilisation {farm['utilisation'] / old['utilisation']:.2f}x, "
+        f"p50 latency {farm['p50'] / old['p50']:.2f}x, p95 latency {farm['p95'] / old['p95']:.2f}x"
+    )
     return 0
 
 

@@ -377,7 +377,7 @@ class WanVideoBackend:
         """
         from PIL import Image
 
-        conditioning: ChunkConditioning = request.conditioning  # type: ignore[assignment]
+        conditioning: ChunkConditioning = request.conditioning  # type: ignore[assignment]  # checked non-None by the caller
         video, mask = conditioning.dense(request.num_frames, request.height, request.width)
         extra: dict[str, Any] = {
             "video": video[None],  # [1, F, H, W, 3] in [0, 1]

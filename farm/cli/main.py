@@ -140,6 +140,12 @@ def _add_gateway_commands(commands) -> None:
     serve.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve gRPC and HTTP over TLS")
     serve.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
     serve.add_argument("--profiles", default=None, help=PROFILES_HELP + " [config key 'profiles']")
+    serve.add_argument(
+        "--fresh-store",
+        action="store_true",
+        help="begin an empty task store when DATA_DIR/tasks.db is missing, empty or corrupt (the old file is "
+        "moved aside to tasks.db.corrupt-<time>); without it such a store stops the gateway at start",
+    )
     for name, helptext in (
         ("submit", "submit a task file to a gateway"),
         ("status", "print a task's results"),
@@ -250,9 +256,30 @@ def _render(args: argparse.Namespace) -> int:
         print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return EXIT_INVALID
 
+    import ray
+
+    from farm.workers.cluster import connect_ray, stop_ray
+
+    started = time.perf_counter()
+    # Ray that was up before (a caller of main() in-process) is the caller's to stop.
+    own_ray = not ray.is_initialized()
+    connect_ray(args.ray_address, min_cpus=args.workers + 1)
+    try:
+        return _render_tasks(args, tasks, started)
+    finally:
+        # Every file is final here: leave at once (farm.workers.cluster.stop_ray), so the command
+        # returns with the files and no Ray process outlives it.
+        sys.stdout.flush()
+        if own_ray:
+            stop_ray()
+
+
+def _render_tasks(args: argparse.Namespace, tasks: list[VideoInferenceTask], started: float) -> int:
+    """Render ``tasks`` on pools of workers started for them (Ray is up); the exit status."""
+    import torch
+
     from farm.render.conditioning import extend_lead_frames
     from farm.scheduler.local import plan_task, render_task
-    from farm.workers.cluster import connect_ray
     from farm.workers.pool import WorkerConfig, WorkerPool
     from models.profiles import get_profile
 
@@ -265,13 +292,9 @@ def _render(args: argparse.Namespace) -> int:
                 replace=True,
             )
 
-    import torch
-
     # The driver only blends and resizes (uint8, vectorised); more torch threads here spin in
     # OpenMP and take cores from the workers and the encoder (measured: -25% chunk throughput).
     torch.set_num_threads(args.driver_threads)
-    started = time.perf_counter()
-    connect_ray(args.ray_address, min_cpus=args.workers + 1)
     pools: dict[str, WorkerPool] = {}
     status = 0
     try:
@@ -366,7 +389,14 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"error: invalid profiles: {exc}", file=sys.stderr)
             return EXIT_INVALID
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(config))
+    from farm.scheduler.store import StoreError
+
+    try:
+        asyncio.run(serve(config, fresh_store=args.fresh_store))
+    except StoreError as exc:
+        # Checked before Ray starts: the real cause, at once, instead of a timeout later.
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 

@@ -8,6 +8,14 @@
 ``serve(config)`` runs it until SIGTERM/SIGINT, then shuts down gracefully: stop admitting (health
 NOT_SERVING, Submit UNAVAILABLE), stop the manager (the running task stays queued in the store and
 resumes on the next start), then stop both servers after a grace period for calls in flight.
+
+Start-up opens and checks the stores before anything else (before Ray): a task store or artifact
+index that is not usable SQLite fails at once with ``StoreError`` naming the file and the cause,
+and so does a missing or empty ``tasks.db`` next to stored results, unless ``fresh_store``
+(``farm serve --fresh-store``) says to move it aside and begin an empty one. Leftovers of a crash
+(half-written uploads and inline assets, encoder temp files of renders nobody holds) are removed.
+Every ``expire_interval_s`` the gateway deletes expired videos and the task records that ended
+more than ``task_retention_s`` ago.
 """
 
 from __future__ import annotations
@@ -17,8 +25,10 @@ import dataclasses
 import functools
 import logging
 import signal
+import sqlite3
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from aiohttp import web
@@ -28,10 +38,11 @@ from farm.domain.records import ResultRecord, TaskService
 from farm.gateway.auth import ApiKeys
 from farm.gateway.config import CONFIG_KEYS, GatewayConfig
 from farm.gateway.grpc_service import AssetSink, VideoInferenceServicer, add_services, create_server
-from farm.gateway.http_app import RestFace, make_app
+from farm.gateway.http_app import ReadinessCheck, RestFace, make_app
 
 if TYPE_CHECKING:
     from farm.scheduler.manager import TaskManager
+    from farm.scheduler.store import TaskStore
 
 __all__ = ["CONFIG_KEYS", "Gateway", "GatewayConfig", "GuardedService", "serve"]
 
@@ -102,13 +113,21 @@ class Gateway:
 
     Without ``service`` the real farm is built from ``config``: ``TaskStore`` (SQLite under
     ``data_dir``), ``LocalArtifactStore``, ``FarmMetrics``, a Ray connection and ``TaskManager``.
-    Tests may pass their own ``service``/``artifacts``/``metrics``.
+    Tests may pass their own ``service``/``artifacts``/``metrics``. ``fresh_store``: begin an empty
+    task store when ``tasks.db`` is missing, empty or unusable (the old file is moved aside).
     """
 
     def __init__(
-        self, config: GatewayConfig, *, service: TaskService | None = None, artifacts: Any = None, metrics: Any = None
+        self,
+        config: GatewayConfig,
+        *,
+        service: TaskService | None = None,
+        artifacts: Any = None,
+        metrics: Any = None,
+        fresh_store: bool = False,
     ):
         self.config = config
+        self.fresh_store = fresh_store
         self.service = service
         self.artifacts = artifacts
         self.metrics = metrics
@@ -138,17 +157,15 @@ class Gateway:
     def _build_farm(self) -> None:
         """The real TaskManager and its collaborators, from the config."""
         from farm.gateway.metrics import FarmMetrics
-        from farm.io.artifacts import LocalArtifactStore
         from farm.scheduler.manager import TaskManager
-        from farm.scheduler.store import TaskStore
         from farm.workers.cluster import connect_ray
 
         data = Path(self.config.data_dir)
         data.mkdir(parents=True, exist_ok=True)
+        # 1. The stores, before Ray: a corrupt or missing one fails here, at once, naming itself.
+        store = self._open_stores(data)
         if self.metrics is None:
             self.metrics = FarmMetrics()
-        if self.artifacts is None:
-            self.artifacts = LocalArtifactStore(data / "artifacts")
         from models.profiles import known_models
 
         if self.config.profiles:
@@ -183,7 +200,7 @@ class Gateway:
             warm=warm,
         )
         self.manager = TaskManager(
-            TaskStore(data / "tasks.db"),
+            store,
             scheduler=client,
             out_dir=data / "out",
             max_queue=self.config.max_queue,
@@ -202,6 +219,63 @@ class Gateway:
             ),
         )
         self.service = GuardedService(self.manager, UrlGuard(self.config.allow_urls))
+
+    def _open_stores(self, data: Path) -> TaskStore:
+        """Open and check the artifact index and the task store under ``data``; remove what a
+        crash left half-written. Raises ``StoreError`` naming the file and the cause."""
+        from farm.io.artifacts import LocalArtifactStore
+        from farm.scheduler.store import StoreError, TaskStore
+
+        if self.artifacts is None:
+            root = data / "artifacts"
+            try:
+                self.artifacts = LocalArtifactStore(root, check=True)
+            except sqlite3.DatabaseError as error:
+                raise StoreError(
+                    f"{error}. Move it aside to start without the index of the stored videos (their files stay)",
+                    root / LocalArtifactStore.DB_NAME,
+                ) from None
+        path = data / "tasks.db"
+        count = getattr(self.artifacts, "count", None)
+        stored = count() if callable(count) else 0
+        if (not path.exists() or path.stat().st_size == 0) and stored:
+            state = "missing" if not path.exists() else "empty (0 bytes)"
+            if not self.fresh_store:
+                raise StoreError(
+                    f"the task store {path} is {state}, but the artifact store holds {stored} result(s): starting"
+                    " would forget every task that rendered them. Restore the file, or start with --fresh-store"
+                    " to begin an empty task store",
+                    path,
+                )
+            moved = _move_aside(path)
+            log.warning("the task store %s is %s; starting an empty one (--fresh-store)%s", path, state, moved)
+        try:
+            store = TaskStore(path)
+        except StoreError as error:
+            if not self.fresh_store:
+                raise StoreError(
+                    f"{error}. Restore it from a backup, or start with --fresh-store to move it aside and begin"
+                    " an empty task store",
+                    error.path,
+                ) from None
+            moved = _move_aside(path)
+            log.warning("%s; starting an empty task store (--fresh-store)%s", error, moved)
+            store = TaskStore(path)
+        self._record_owners(store)
+        _sweep_leftovers(data / "assets")
+        return store
+
+    def _record_owners(self, store: TaskStore) -> None:
+        """Give results stored before the artifact store kept owners the key of their task."""
+        unowned = getattr(self.artifacts, "unowned", None)
+        videos = unowned() if callable(unowned) else []
+        if not videos:
+            return
+        owners = store.video_owners()
+        known = [video for video in videos if video in owners]
+        for video in known:
+            self.artifacts.set_owner(video, owners[video])
+        log.info("recorded the owner of %d earlier result(s) (%d unknown)", len(known), len(videos) - len(known))
 
     def _on_result(self, record: ResultRecord, task) -> None:
         """The manager's hook for a finished result: give it its URL, start uploads and webhooks.
@@ -229,6 +303,9 @@ class Gateway:
         self._delivering[(record.task_uuid, record.index)] = record
         upload = task.upload_endpoint if record.upload_status == "pending" and record.status == "success" else None
         path = self.manager.result_path(record.task_uuid, record.index) if upload and self.manager else None
+        # The receiver hears of the task by the UUID its client submitted (the store may hold it
+        # under a scoped id: farm.scheduler.manager, "Identity").
+        public = record if record.task_uuid == task.task_uuid else dataclasses.replace(record, task_uuid=task.task_uuid)
         self._delivery.submit(
             DeliveryJob(
                 task_uuid=record.task_uuid,
@@ -237,8 +314,8 @@ class Gateway:
                 webhook_url=task.webhook_url if record.webhook_status == "pending" else None,
                 file_path=str(path) if path else None,
                 content_type=output_format(task.output_format).content_type,
-                webhook_payload=delivery.webhook_payload(record),
-                idempotency_key=f"{record.task_uuid}:{record.index}",
+                webhook_payload=delivery.webhook_payload(public),
+                idempotency_key=f"{task.task_uuid}:{record.index}",
             )
         )
 
@@ -333,12 +410,33 @@ class Gateway:
             raise OSError(f"cannot bind gRPC to {self.config.host}:{self.config.grpc_port}")
         await self._grpc_server.start()
 
+        readiness: ReadinessCheck | None = None
+        if self.manager is not None:
+            # /readyz: the scheduler actor answers, and each pool with min_workers has them loaded.
+            import ray
+
+            from farm.scheduler.actor import SCHEDULER_NAMESPACE
+            from farm.scheduler.core import scheduler_config
+
+            scheduler = ray.get_actor(self.config.scheduler_name, namespace=SCHEDULER_NAMESPACE)
+            policy = scheduler_config(self.config)
+            warm = {f"video:{m}": policy.pool_policy(m).min_workers for m in self.manager.known_models or ()}
+
+            def pools_ready() -> tuple[bool, dict]:
+                stats = cast(dict, ray.get(scheduler.stats.remote(), timeout=2.0))  # Ray's stubs say list
+                pools = stats["pools"]
+                up = {name: pools.get(name, {}).get("idle", 0) + pools.get(name, {}).get("busy", 0) for name in warm}
+                loading = {name: f"{up[name]}/{n} workers ready" for name, n in warm.items() if up[name] < n}
+                return not loading, {"loading": loading} if loading else {}
+
+            readiness = pools_ready
         self._rest = RestFace(
             service,
             api_keys=keys,
             artifacts=self.artifacts,
             metrics=self.metrics,
             max_tasks_per_request=self.config.max_tasks_per_request,
+            readiness=readiness,
         )
         self._http_runner = web.AppRunner(
             make_app(self._rest, max_request_bytes=self.config.max_request_bytes), access_log=None
@@ -353,23 +451,32 @@ class Gateway:
         self._rest.public_base_url = public
         # Deliveries a previous run left pending; only now can their videoURLs be completed.
         self._redeliver(pending)
-        if self.artifacts is not None and callable(getattr(self.artifacts, "expire", None)):
-            self._sweeper = asyncio.create_task(self._sweep_artifacts(), name="artifact-sweeper")
+        if self.manager is not None or callable(getattr(self.artifacts, "expire", None)):
+            self._sweeper = asyncio.create_task(self._housekeeping(), name="housekeeping")
         log.info(
             "gateway up: gRPC %s:%d, HTTP %s:%d", self.config.host, self.grpc_port, self.config.host, self.http_port
         )
 
-    async def _sweep_artifacts(self) -> None:
-        """Delete expired artifacts now and then (``get`` already answers 410 the moment a ttl
-        passes; this frees the disk)."""
+    async def _housekeeping(self) -> None:
+        """Now, then every ``expire_interval_s``: delete expired artifacts (``get`` already answers
+        410 the moment a ttl passes; this frees the disk) and the records of tasks that ended more
+        than ``task_retention_s`` ago (GetResponse then answers them as unknown)."""
         while True:
+            if callable(getattr(self.artifacts, "expire", None)):
+                try:
+                    removed = await asyncio.to_thread(self.artifacts.expire)
+                    if removed:
+                        log.info("deleted %d expired artifact(s)", removed)
+                except Exception:
+                    log.exception("artifact expiry failed")
+            if self.manager is not None:
+                try:
+                    pruned = await asyncio.to_thread(self.manager.prune, self.config.task_retention_s)
+                    if pruned:
+                        log.info("pruned %d task record(s) past the retention period", pruned)
+                except Exception:
+                    log.exception("pruning task records failed")
             await asyncio.sleep(self.config.expire_interval_s)
-            try:
-                removed = await asyncio.to_thread(self.artifacts.expire)
-                if removed:
-                    log.info("deleted %d expired artifact(s)", removed)
-            except Exception:
-                log.exception("artifact expiry failed")
 
     async def stop(self, grace: float = 5.0) -> None:
         """Graceful shutdown: stop admitting, stop the manager, then both servers."""
@@ -404,9 +511,63 @@ class Gateway:
         await self._stopped.wait()
 
 
-async def serve(config: GatewayConfig, *, ready: asyncio.Event | None = None) -> None:
-    """Run the gateway until SIGTERM or SIGINT, then shut down gracefully."""
-    gateway = Gateway(config)
+def _move_aside(path: Path) -> str:
+    """Rename ``path`` and its WAL/shared-memory files to ``<name>.corrupt-<UTC time>`` (a WAL left
+    next to a new database would be replayed into it); says what moved, for the log."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    moved = []
+    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if part.exists():
+            target = part.with_name(f"{part.name}.corrupt-{stamp}")
+            part.rename(target)
+            moved.append(target.name)
+    return f"; moved aside: {', '.join(moved)}" if moved else ""
+
+
+def _sweep_leftovers(assets: Path) -> None:
+    """Delete half-written assets a crash left (``UploadAsset``'s ``<uuid>.part``, inline media's
+    ``.<name>.partial-<hex>``): only this process writes there, and it has just started."""
+    if not assets.is_dir():
+        return
+    leftovers = [*assets.glob("*.part"), *assets.glob(".*.partial-*")]
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    if leftovers:
+        log.info("removed %d half-written asset file(s) from %s", len(leftovers), assets)
+
+
+#: glibc's ``mallopt`` parameter for the mmap threshold, and the value ``serve`` fixes it at.
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def _return_large_buffers_to_the_os() -> bool:
+    """Fix glibc's mmap threshold at 1 MiB for this process (unless ``MALLOC_MMAP_THRESHOLD_``
+    says otherwise); whether it was set.
+
+    glibc raises the threshold to the size of the largest block freed (up to 32 MiB): after one
+    request with 20 MB of inline media, every later body, its decoded JSON and its media come from
+    malloc arenas, which keep the memory once it is freed. Measured with ``benchmarks/chaos.py
+    --phases memory`` (50 tasks of 20 MB inline media each): the gateway's RSS grew 129 MiB with
+    the dynamic threshold, 2 MiB with it fixed. Small allocations are unaffected.
+    """
+    import ctypes
+    import os
+
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):  # not glibc: its allocator has its own rules
+        return False
+
+
+async def serve(config: GatewayConfig, *, ready: asyncio.Event | None = None, fresh_store: bool = False) -> None:
+    """Run the gateway until SIGTERM or SIGINT, then shut down gracefully. ``fresh_store``: see
+    ``Gateway``."""
+    _return_large_buffers_to_the_os()
+    gateway = Gateway(config, fresh_store=fresh_store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Before the ports are announced: a SIGTERM right after start must stop gracefully.

@@ -5,11 +5,17 @@ Every media string of ``inputs`` (``frameImages``, ``referenceImages[].images``/
 
 * an **asset UUID** (uploaded with ``UploadAsset``, stored as ``<assets_dir>/<uuid>`` plus a
   ``<uuid>.json`` sidecar naming the owner's API key) -- visible to its owner only;
-* an **earlier result's videoUUID** (read from the artifact store), so a result can be extended;
+* an **earlier result's videoUUID** (read from the artifact store), so a result can be extended --
+  visible to the key whose task rendered it only, like an asset;
 * an **http(s) URL**, fetched through ``UrlGuard`` with the vetted addresses pinned (no second
   DNS lookup, so no rebinding), redirects re-vetted hop by hop, the size limit enforced while
   streaming and a total timeout;
 * a **data URI** (``data:image/png;base64,...``) or **bare base64**.
+
+Inline media (data URIs, base64) is not kept in the task: at submit, ``store_inline_media`` moves
+each into the asset directory under a content-addressed UUID owned by the submitting key, and the
+stored task names that UUID (a 20 MB base64 image would otherwise live in the task store and in
+memory for as long as the task record).
 
 ``MediaResolver.fetch`` turns one string into bytes; ``decode_image``, ``decode_video`` and
 ``decode_audio`` turn bytes into arrays, judging the type by the bytes themselves (a data URI's
@@ -17,6 +23,9 @@ declared type is not trusted). ``resolve_inputs`` does all of it for a task and 
 ``TaskValidationError`` listing every violation, each naming the full field path
 (``inputs.frameImages[2].image``), like ``farm.domain.validation`` does for the task's shape.
 Frame positions follow ``frame_positions``; see ``docs/media-inputs.md``.
+
+PyAV and Pillow are imported by the functions that decode: the gateway imports this module (for
+``store_inline_media``) and decodes nothing.
 """
 
 from __future__ import annotations
@@ -24,8 +33,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import copy
+import hashlib
 import io
 import json
+import os
+import secrets
 import threading
 import uuid
 import warnings
@@ -38,9 +51,7 @@ from typing import Any, TypeVar
 from urllib.parse import urljoin
 
 import aiohttp
-import av
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 from yarl import URL
 
 # MAX_MEDIA_BYTES: the largest input from any source (UploadAsset and the validator use it too).
@@ -66,6 +77,8 @@ __all__ = [
     "frame_positions",
     "resolve_inputs",
     "resolve_inputs_async",
+    "store_inline_media",
+    "inline_asset_uuid",
     "sniff",
     "decode_mask",
     "mask_plane",
@@ -196,6 +209,8 @@ def decode_image(data: bytes, field: str) -> np.ndarray:
     truncated data and images over ``MAX_IMAGE_PIXELS`` are refused too, all as
     ``TaskValidationError`` naming ``field``.
     """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     detected = sniff(data)
     if detected not in IMAGE_FORMATS:
         raise _wrong_type(field, detected, "image", IMAGE_FORMATS)
@@ -265,6 +280,8 @@ def _decode_audio_stream(container, stream, max_seconds: float) -> tuple[np.ndar
     Stops with ``_TooLong`` once more than ``max_seconds`` are decoded: a header may lie, and
     50 MiB of MP3 is hours of audio, gigabytes as float.
     """
+    import av
+
     resampler = av.AudioResampler(format="fltp")
     parts: list[np.ndarray] = []
     rate = stream.rate or stream.codec_context.sample_rate
@@ -286,6 +303,8 @@ def _decode_audio_stream(container, stream, max_seconds: float) -> tuple[np.ndar
 
 def _metadata_duration(container, stream) -> float | None:
     """The duration the container declares (no decoding), or None when it declares none."""
+    import av
+
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
@@ -299,6 +318,8 @@ def decode_audio(data: bytes, field: str) -> tuple[np.ndarray, int]:
     The declared duration is checked before decoding (a long file is refused cheaply) and the
     decoded length after (a header can lie).
     """
+    import av
+
     detected = sniff(data)
     if detected not in AUDIO_FORMATS:
         raise _wrong_type(field, detected, "audio", AUDIO_FORMATS)
@@ -372,6 +393,8 @@ class VideoClip:
 
         Never more frames than 16 s at the clip's rate: the length was checked from metadata,
         and a container that lies about it must not turn into an endless stream."""
+        import av
+
         cap = int((MAX_VIDEO_SECONDS + 1.0) * max(self.fps, 1.0)) + 1
         stop = cap if stop is None else min(stop, cap)
         with av.open(io.BytesIO(self.data), mode="r") as container:
@@ -425,6 +448,8 @@ def decode_video(data: bytes, field: str, *, min_pixels: int = MIN_VIDEO_PIXELS)
     duration is the container's declared one, or, when it declares none (live-written WEBM),
     the end of the last packet found by demuxing without decoding.
     """
+    import av
+
     detected = sniff(data)
     if detected not in VIDEO_FORMATS:
         raise _wrong_type(field, detected, "video", VIDEO_FORMATS)
@@ -540,12 +565,12 @@ def _run_sync(coroutine: Awaitable[T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coroutine)  # type: ignore[arg-type]
+        return asyncio.run(coroutine)  # type: ignore[arg-type]  # any awaitable is run as a coroutine
     box: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(coroutine)  # type: ignore[arg-type]
+            box["value"] = asyncio.run(coroutine)  # type: ignore[arg-type]  # as above
         except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
             box["error"] = error
 
@@ -608,36 +633,10 @@ class MediaResolver:
     # -- the forms ----------------------------------------------------------------------------
 
     def _data_uri(self, text: str, field: str) -> bytes:
-        header, comma, payload = text.partition(",")
-        if not comma:
-            raise _fail(field, "data URI has no ',' before its payload", value=_shown(text))
-        params = [part.strip().lower() for part in header[5:].split(";")]
-        if "base64" not in params[1:]:
-            raise _fail(field, "only base64 data URIs are accepted (data:<type>;base64,<payload>)", value=_shown(text))
-        return self._base64(payload, field, what="data URI payload")
+        return _data_uri_bytes(text, field, self.max_bytes)
 
     def _base64(self, text: str, field: str, *, what: str) -> bytes:
-        compact = "".join(text.split())
-        # Refuse before decoding: 4 characters carry 3 bytes.
-        if len(compact) // 4 * 3 > self.max_bytes + 2:
-            raise self._too_big(field, len(compact) // 4 * 3)
-        padded = compact + "=" * (-len(compact) % 4)
-        try:
-            data = base64.b64decode(padded, validate=True)
-        except (binascii.Error, ValueError):
-            try:
-                data = base64.b64decode(padded, altchars=b"-_", validate=True)  # URL-safe alphabet
-            except (binascii.Error, ValueError):
-                raise _fail(
-                    field,
-                    f"not a UUID, an http(s) URL, a data URI or valid base64 ({what} does not decode)",
-                    value=_shown(text),
-                ) from None
-        if not data:
-            raise _fail(field, f"{what} is empty")
-        if len(data) > self.max_bytes:
-            raise self._too_big(field, len(data))
-        return data
+        return _base64_bytes(text, field, self.max_bytes, what=what)
 
     def _by_uuid(self, asset_uuid: str, field: str) -> bytes:
         if self.assets_dir is not None:
@@ -657,14 +656,17 @@ class MediaResolver:
 
             try:
                 artifact = self.artifacts.get(asset_uuid)
-            except ArtifactExpired:
-                raise _fail(field, f"result video {asset_uuid} has expired", value=asset_uuid) from None
+            except ArtifactExpired as expired:
+                if expired.artifact is None or expired.artifact.visible_to(self.api_key):
+                    raise _fail(field, f"result video {asset_uuid} has expired", value=asset_uuid) from None
             except ArtifactNotFound:
                 pass
             else:
-                # The farm's own output, bounded by its own limits (15 s): a long high-quality
-                # 1080p result may pass max_bytes, and refusing it would make it unextendable.
-                return self._read_file(Path(artifact.path), field, limited=False)
+                # Another key's result answers as an unknown UUID (its existence is not revealed).
+                if artifact.visible_to(self.api_key):
+                    # The farm's own output, bounded by its own limits (15 s): a long high-quality
+                    # 1080p result may pass max_bytes, and refusing it would make it unextendable.
+                    return self._read_file(Path(artifact.path), field, limited=False)
         raise _fail(
             field, "no uploaded asset or earlier result with this UUID is visible to this API key", value=asset_uuid
         )
@@ -739,9 +741,175 @@ class MediaResolver:
         return bytes(body)
 
     def _too_big(self, field: str, size: int) -> TaskValidationError:
-        return _fail(
-            field, f"media is {size} bytes; at most {self.max_bytes} are accepted", limit=self.max_bytes, value=size
+        return _too_big(field, size, self.max_bytes)
+
+
+def _too_big(field: str, size: int, max_bytes: int) -> TaskValidationError:
+    return _fail(field, f"media is {size} bytes; at most {max_bytes} are accepted", limit=max_bytes, value=size)
+
+
+def _data_uri_bytes(text: str, field: str, max_bytes: int) -> bytes:
+    """The payload of a base64 data URI (its declared type is not trusted: decoders sniff)."""
+    header, comma, payload = text.partition(",")
+    if not comma:
+        raise _fail(field, "data URI has no ',' before its payload", value=_shown(text))
+    params = [part.strip().lower() for part in header[5:].split(";")]
+    if "base64" not in params[1:]:
+        raise _fail(field, "only base64 data URIs are accepted (data:<type>;base64,<payload>)", value=_shown(text))
+    return _base64_bytes(payload, field, max_bytes, what="data URI payload")
+
+
+def _base64_bytes(text: str, field: str, max_bytes: int, *, what: str) -> bytes:
+    """Standard or URL-safe base64, padding optional, whitespace ignored; at most ``max_bytes``."""
+    compact = "".join(text.split())
+    # Refuse before decoding: 4 characters carry 3 bytes.
+    if len(compact) // 4 * 3 > max_bytes + 2:
+        raise _too_big(field, len(compact) // 4 * 3, max_bytes)
+    padded = compact + "=" * (-len(compact) % 4)
+    try:
+        data = base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError):
+        try:
+            data = base64.b64decode(padded, altchars=b"-_", validate=True)  # URL-safe alphabet
+        except (binascii.Error, ValueError):
+            raise _fail(
+                field,
+                f"not a UUID, an http(s) URL, a data URI or valid base64 ({what} does not decode)",
+                value=_shown(text),
+            ) from None
+    if not data:
+        raise _fail(field, f"{what} is empty")
+    if len(data) > max_bytes:
+        raise _too_big(field, len(data), max_bytes)
+    return data
+
+
+def _inline_bytes(ref: str, field: str, max_bytes: int) -> tuple[bytes, str] | None:
+    """``(bytes, declared content type)`` of an inline media string (data URI or bare base64),
+    None for the forms that are references (URL, UUID); the same order of rules as
+    ``MediaResolver.fetch_async``."""
+    text = ref.strip()
+    if text[:5].lower() == "data:":
+        declared = text[5:].partition(",")[0].partition(";")[0].strip().lower()
+        return _data_uri_bytes(text, field, max_bytes), declared or "application/octet-stream"
+    if "://" in text[:16] or _canonical_uuid(text) is not None:
+        return None
+    return _base64_bytes(text, field, max_bytes, what="base64"), "application/octet-stream"
+
+
+# -- inline media into the asset store (at submit) --------------------------------------------
+
+#: Namespace of content-addressed asset UUIDs (any fixed value; changing it re-addresses everything).
+_INLINE_NAMESPACE = b"skyreels-farm inline media v1"
+
+
+def inline_asset_uuid(data: bytes, api_key: str | None) -> str:
+    """The asset UUID inline ``data`` is stored under for ``api_key``: a UUID v4-shaped digest of
+    the key and the bytes. The same bytes from the same key are one asset (a resubmitted task
+    writes nothing new); another key's are another asset, and the key in the digest makes the
+    UUID unguessable from the bytes alone.
+
+        >>> inline_asset_uuid(b"png", "alice") == inline_asset_uuid(b"png", "alice")
+        True
+        >>> inline_asset_uuid(b"png", "alice") == inline_asset_uuid(b"png", "bob")
+        False
+    """
+    key = b"\x01" + api_key.encode("utf-8", "surrogatepass") if api_key is not None else b"\x00"
+    digest = hashlib.sha256(_INLINE_NAMESPACE + b"\0" + key + b"\0" + hashlib.sha256(data).digest()).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
+
+
+def _media_slots(inputs: dict) -> Iterator[tuple[Any, Any, str]]:
+    """``(container, key, field path)`` of every media string in a validated task's ``inputs``
+    (JSON form), with the field paths ``resolve_inputs`` names."""
+    frames = inputs.get("frameImages")
+    for i, item in enumerate(frames if isinstance(frames, list) else ()):
+        if isinstance(item, str):
+            yield frames, i, f"inputs.frameImages[{i}]"
+        elif isinstance(item, dict) and isinstance(item.get("image"), str):
+            yield item, "image", f"inputs.frameImages[{i}].image"
+    groups = inputs.get("referenceImages")
+    for g, group in enumerate(groups if isinstance(groups, list) else ()):
+        if not isinstance(group, dict):
+            continue
+        images = group.get("images")
+        for j, image in enumerate(images if isinstance(images, list) else ()):
+            if isinstance(image, str):
+                yield images, j, f"inputs.referenceImages[{g}].images[{j}]"
+        if isinstance(group.get("audio"), str):
+            yield group, "audio", f"inputs.referenceImages[{g}].audio"
+    videos = inputs.get("referenceVideos")
+    for v, video in enumerate(videos if isinstance(videos, list) else ()):
+        if isinstance(video, dict) and isinstance(video.get("video"), str):
+            yield video, "video", f"inputs.referenceVideos[{v}].video"
+    if isinstance(inputs.get("mask"), str):
+        yield inputs, "mask", "inputs.mask"
+
+
+def store_inline_media(
+    raw_task: dict, *, assets_dir: str | Path, api_key: str | None, max_bytes: int = MAX_MEDIA_BYTES
+) -> dict:
+    """``raw_task`` (a validated task's JSON) with every inline media string of ``inputs`` (a data
+    URI or bare base64) replaced by the UUID of an asset holding its bytes; ``raw_task`` itself is
+    left as it is, and returned as it is when it has no inline media.
+
+    Each asset is stored as an upload is (``<assets_dir>/<uuid>`` and a ``<uuid>.json`` sidecar
+    naming ``api_key`` as its owner, so only that key's tasks resolve it), under
+    ``inline_asset_uuid`` (content-addressed: storing the same bytes again writes nothing), and
+    kept like uploaded assets. Bytes that are not valid base64 raise ``TaskValidationError`` naming
+    the field, the message ``MediaResolver`` would give at render time.
+    """
+    inputs = raw_task.get("inputs")
+    if not isinstance(inputs, dict):
+        return raw_task
+    found = [
+        (path, inline)
+        for _, _, path, inline in (
+            (container, key, path, _inline_bytes(container[key], path, max_bytes))
+            for container, key, path in _media_slots(inputs)
         )
+        if inline is not None
+    ]
+    if not found:
+        return raw_task
+    rewritten = copy.deepcopy({k: v for k, v in raw_task.items() if k == "inputs"})
+    root = Path(assets_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    references = {}
+    for path, (data, content_type) in found:
+        references[path] = _store_asset(root, data, content_type, api_key)
+    for container, key, path in _media_slots(rewritten["inputs"]):
+        if path in references:
+            container[key] = references[path]
+    return {**raw_task, "inputs": rewritten["inputs"]}
+
+
+def _store_asset(root: Path, data: bytes, content_type: str, api_key: str | None) -> str:
+    """Write ``data`` as an asset of ``api_key`` (unless that very asset exists); its UUID."""
+    asset_uuid = inline_asset_uuid(data, api_key)
+    path = root / asset_uuid
+    sidecar = root / f"{asset_uuid}.json"
+    if path.is_file() and sidecar.is_file():
+        return asset_uuid
+    meta = {
+        "assetUUID": asset_uuid,
+        "size": len(data),
+        "contentType": content_type[:255],
+        "filename": "",
+        "apiKey": api_key,
+        "inline": True,
+    }
+    # Sidecar first, then the bytes, each renamed into place whole: the resolver needs both, so a
+    # crash in between leaves nothing it would serve, and a second writer of the same bytes
+    # replaces a file with an identical one.
+    for target, payload in ((sidecar, json.dumps(meta).encode()), (path, data)):
+        partial = root / f".{target.name}.partial-{secrets.token_hex(6)}"
+        try:
+            partial.write_bytes(payload)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+    return asset_uuid
 
 
 def _canonical_uuid(text: str) -> str | None:

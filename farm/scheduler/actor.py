@@ -140,7 +140,10 @@ class LocalClient:
         self.host.forget(task_uuid)
 
     def close(self, *, shutdown: bool = False) -> None:
-        self.host.stop()
+        """Disconnect; ``shutdown`` also stops the scheduler (as ``ActorClient.close``: a gateway
+        that stops leaves the renders going unless told to stop them)."""
+        if shutdown:
+            self.host.stop()
 
 
 class ActorClient:

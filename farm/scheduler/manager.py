@@ -7,11 +7,28 @@ process), which owns its render from then on. One pump thread reads the schedule
 order and turns them into store writes, ``ProgressEvent`` s for ``Watch`` subscribers and, for a
 finished result, the artifact store and the delivery hook. This process never holds a frame.
 
+Identity: a task is (API key, taskUUID). The first key to submit a taskUUID stores it under that
+UUID; another key submitting the same UUID gets its own task, stored under a UUID derived from its
+key and the client's UUID (``_scoped_id``), and every answer, event and webhook names the client's
+UUID. So a key never learns which UUIDs other keys use (no ``duplicateTaskUUID`` across keys).
+
+Bodies: inline media (data URIs, base64) moves to the asset directory at submit
+(``farm.io.media.store_inline_media``, content-addressed, owned by the key) and the stored body
+names the asset; duplicates are compared on the digest of the body as the client sent it. The
+store keeps an ended task's body out of memory; ``prune`` deletes ended tasks past the retention.
+
+Watch ends with ``done`` (or ``error``) only once no result of the task has an upload or webhook
+``pending``: ``delivered`` events come first (``update_result``), though the task's status in the
+store turns ``success`` at once.
+
 Restarts: on ``start`` the manager asks the scheduler for a snapshot; tasks the scheduler still
 holds go on where they are (nothing is rendered twice), finished-but-unrecorded results are
 recorded and delivered, and every other unfinished task of the store is handed over again (only
-its unfinished results render, with their persisted seeds). A new scheduler epoch (the control
-plane restarted) triggers the same resync.
+its unfinished results render, with their persisted seeds; a ``queued`` event tells watchers). A
+new scheduler epoch (the control plane restarted) triggers the same resync. A cancel the scheduler
+could not take (unreachable, restarting) ends the task in the store at once, and one it took is
+remembered until the task ends: a resync never hands either over again. Encoder leftovers
+(``out/.<name>.partial-<hex>``) of renders no scheduler holds are deleted at start.
 
 Threads: gateway handlers call ``submit``/``get``/``cancel`` from any thread; the pump thread
 applies events; ``watch`` subscribers live in asyncio event loops and receive events through
@@ -23,12 +40,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import hashlib
 import json
 import logging
 import secrets
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,8 +59,9 @@ from farm.domain.errors import (
     TaskCancelledError,
     TaskNotFoundError,
     TaskValidationError,
+    UnavailableError,
 )
-from farm.domain.records import ProgressEvent, ResultRecord, TaskRecord
+from farm.domain.records import ProgressEvent, ResultRecord, ResultStatus, TaskRecord, progress_extra
 from farm.domain.task import VideoInferenceTask
 from farm.domain.validation import parse_task
 from farm.render.executor import MediaConfig
@@ -49,7 +69,7 @@ from farm.render.results import RenderResult, ResultTimings, result_seeds
 from farm.scheduler.actor import SchedulerClient
 from farm.scheduler.events import ResultOutcome, SchedulerEvent, Snapshot, TaskSpec
 from farm.scheduler.progress import ProgressTracker
-from farm.scheduler.store import TaskStore
+from farm.scheduler.store import TaskStore, body_digest
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +83,13 @@ _FINISHED = ("success", "error", "cancelled")
 _DEFAULT_RETRY_AFTER_S = 5.0
 #: How long one events call waits for news.
 _EVENTS_WAIT_S = 1.0
+#: How long ``cancel`` waits for the scheduler's ``cancelled`` event of a task it took (a queued
+#: task's comes at once; a running one's when its units stop, after which it answers as is).
+CANCEL_WAIT_S = 2.0
+#: Scoped ids tried for one (key, taskUUID) before giving up (two suffice unless SHA-256 collides).
+_MAX_SCOPES = 4
+#: What the encoder names a file while writing it (farm.io.encode): ``.<name>.partial-<hex>``.
+_PARTIAL_MARK = ".partial-"
 
 
 def canonical_body(raw: dict) -> str:
@@ -70,15 +97,29 @@ def canonical_body(raw: dict) -> str:
     return json.dumps(raw, sort_keys=True, separators=(",", ":"))
 
 
+def _scoped_id(api_key: str | None, task_uuid: str) -> str:
+    """The store's id for ``api_key``'s task ``task_uuid`` when another key holds that UUID: a
+    UUID v4-shaped digest of both (the key makes it unguessable to other keys)."""
+    key = b"\x01" + api_key.encode("utf-8", "surrogatepass") if api_key is not None else b"\x00"
+    digest = hashlib.sha256(b"farm task scope\0" + key + b"\0" + task_uuid.encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
+
+
+def _pending(record: TaskRecord) -> bool:
+    """Whether an upload or webhook of some result of ``record`` has not settled yet."""
+    return any("pending" in (r.upload_status, r.webhook_status) for r in record.results)
+
+
 class TaskManager:
     """Admits, persists, hands over and tracks ``videoInference`` tasks (implements ``TaskService``).
 
     ``scheduler`` is a ``SchedulerClient`` (the cluster's scheduler actor, or an in-process core).
-    ``artifacts`` (``put(video_uuid, source, content_type, ttl_s)``) receives each finished file;
-    ``on_result`` is the gateway's hook for URLs, uploads and webhooks; ``metrics``
-    (``farm.gateway.metrics.FarmMetrics`` or alike) is told about tasks, stages and the scheduler's
-    pools. ``media`` says where media inputs come from (the allow-list, ``<data>/assets``,
-    ``<data>/artifacts``); each task is resolved as its owner.
+    ``artifacts`` (``put(video_uuid, source, content_type, ttl_s, owner_key=...)``) receives each
+    finished file with the API key that owns it; ``on_result`` is the gateway's hook for URLs,
+    uploads and webhooks; ``metrics`` (``farm.gateway.metrics.FarmMetrics`` or alike) is told about
+    tasks, stages and the scheduler's pools. ``media`` says where media inputs come from (the
+    allow-list, ``<data>/assets``, ``<data>/artifacts``); each task is resolved as its owner, and
+    with ``assets_dir`` set its inline media is stored there at submit.
 
     Cost (``includeCost``): ``(video model seconds x gpus_per_worker + audio model seconds x
     min(gpus_per_worker, 0.25)) x price_per_gpu_second``.
@@ -109,7 +150,7 @@ class TaskManager:
         self._out_dir = Path(out_dir)
         self._max_queue = max_queue
         self._artifacts = artifacts
-        self._on_result = on_result
+        self._result_hook = on_result
         self._metrics = metrics
         self._price = price_per_gpu_second
         self._gpus = gpus_per_worker
@@ -120,9 +161,17 @@ class TaskManager:
         #: Held while the pump applies an event and while ``cancel`` ends a task: both may end the
         #: same task at once (read its status, then write the end), and only one of them may.
         self._ending = threading.RLock()
+        #: Held while a task's final Watch event is decided (its end, or its last delivery
+        #: settling, whichever comes last, publishes it: exactly once).
+        self._finals = threading.Lock()
+        #: Notified whenever a task ends (``cancel`` waits for the scheduler's end of a task).
+        self._ended = threading.Condition()
         #: Tasks handed over and not started yet (their queue places), and those rendering.
         self._queued: dict[str, None] = {}
         self._running: set[str] = set()
+        #: Tasks whose cancel the scheduler took and has not ended yet: a resync ends them
+        #: instead of handing them over again.
+        self._cancelling: set[str] = set()
         self._positions: dict[str, int] = {}
         self._admitting_now = 0
         self._admitting = False
@@ -130,6 +179,8 @@ class TaskManager:
         self._stopping = threading.Event()
         self._cursor = 0
         self._epoch: str | None = None
+        self._swept = False
+        #: Unfinished tasks as parsed from their stored bodies (dropped when they end).
         self._tasks: dict[str, VideoInferenceTask] = {}
         self._progress: dict[str, ProgressTracker] = {}
         self._subscribers: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]]] = {}
@@ -164,7 +215,8 @@ class TaskManager:
     def submit(self, raw_task: dict, api_key: str | None) -> TaskRecord:
         """Validate, persist and hand over a task; see ``TaskService.submit``."""
         task = self._parse(raw_task)
-        body = canonical_body(raw_task)
+        client_uuid = task.task_uuid
+        digest = body_digest(canonical_body(raw_task))
         refusal = None
         with self._lock:
             if not self._admitting:
@@ -176,103 +228,141 @@ class TaskManager:
             else:
                 self._admitting_now += 1
         if refusal is not None:
-            existing = self._store.get_task(task.task_uuid)
+            existing, _ = self._resolve(client_uuid, api_key)
             if existing is not None:
-                return self._resubmitted(existing, body, api_key)
+                return self._resubmitted(existing, digest, client_uuid)
             raise refusal
         record = None
         try:
+            existing, task_id = self._resolve(client_uuid, api_key)
+            if existing is not None:
+                return self._resubmitted(existing, digest, client_uuid)
+            stored = self._store_inline_media(raw_task, api_key)
+            if stored is not raw_task:
+                task = self._parse(stored)
             # The base seed is fixed now and persisted: a render resumed after a restart gives
             # the same pictures as the one that was interrupted.
             base_seed = task.seed if task.seed is not None else secrets.randbelow(2**31)
-            record = self._store.insert_task(
-                task.task_uuid, api_key, body, base_seed=base_seed, seeds=result_seeds(task, base_seed)
-            )
-        except sqlite3.IntegrityError:
-            record = None
+            body = canonical_body(stored)
+            for _ in range(_MAX_SCOPES):
+                try:
+                    record = self._store.insert_task(
+                        task_id,
+                        api_key,
+                        body,
+                        base_seed=base_seed,
+                        seeds=result_seeds(task, base_seed),
+                        digest=digest,
+                    )
+                    break
+                except sqlite3.IntegrityError:  # submitted meanwhile, by this key or another
+                    existing, task_id = self._resolve(client_uuid, api_key)
+                    if existing is not None:
+                        return self._resubmitted(existing, digest, client_uuid)
+            else:
+                raise DuplicateTaskError(f"taskUUID {client_uuid} cannot be stored; submit it with another taskUUID")
         finally:
             with self._lock:
                 self._admitting_now -= 1
                 if record is not None:
-                    self._queued[task.task_uuid] = None
-                    self._tasks[task.task_uuid] = task
-                    position = self._positions.get(task.task_uuid, len(self._queued))
-        if record is None:
-            existing = self._store.get_task(task.task_uuid)
-            if existing is None:
-                raise DuplicateTaskError(f"taskUUID {task.task_uuid} was already submitted")
-            return self._resubmitted(existing, body, api_key)
+                    self._queued[record.task_uuid] = None
+                    self._tasks[record.task_uuid] = task
+                    position = self._positions.get(record.task_uuid, len(self._queued))
         record = dataclasses.replace(record, queue_position=position)
-        self._hand_over(record, raw_task, task)
+        self._hand_over(record, stored)
         if self._metrics:
             self._metrics.task_submitted()
             self._set_queue_depth()
-        self._publish(ProgressEvent(task_uuid=task.task_uuid, kind="queued", queue_position=position))
-        return record
+        self._publish(ProgressEvent(task_uuid=record.task_uuid, kind="queued", queue_position=position))
+        return self._public(record, client_uuid)
 
     def get(self, task_uuid: str, api_key: str | None) -> TaskRecord:
         """The task and its results; ``TaskNotFoundError`` if absent or another key's."""
-        return self._with_position(self._visible(task_uuid, api_key))
+        return self._public(self._with_position(self._visible(task_uuid, api_key)), task_uuid)
 
     def cancel(self, task_uuid: str, api_key: str | None) -> TaskRecord:
-        """Cancel a queued task at once, or a running one at its next denoising step."""
-        record = self._visible(task_uuid, api_key)
-        if record.status not in ("queued", "running"):
-            return record
-        try:
-            self._scheduler.cancel(task_uuid)
-        except Exception:  # an unreachable scheduler: the task ends cancelled here anyway
-            log.exception("scheduler did not take the cancel of %s", task_uuid)
-        with self._lock:
-            queued = task_uuid in self._queued and task_uuid not in self._running
-        if queued or record.status == "queued":
-            # Never started: it ends now (the scheduler's own event will find it ended).
-            with self._ending:
-                self._end_cancelled(task_uuid, "cancelled while queued")
-            return self._store.get_task(task_uuid) or record
-        return record
+        """Cancel a task: a queued one ends at once, a running one at its next denoising step.
+
+        The scheduler ends a task it holds (``cancelled while queued`` or ``... while running``,
+        as it knows best: the store may not have heard of the start yet); this waits up to
+        ``CANCEL_WAIT_S`` for that end. A task the scheduler does not hold (never handed over, or
+        lost in a scheduler restart) or cannot be asked about ends here at once, and a resync
+        does not hand it over again.
+        """
+        task_id = self._visible(task_uuid, api_key).task_uuid
+        took = False
+        with self._ending:
+            record = self._store.get_task(task_id)
+            if record is None or record.status in _FINISHED:
+                return self.get(task_uuid, api_key)
+            try:
+                took = bool(self._scheduler.cancel(task_id))
+            except Exception:  # an unreachable scheduler: the task ends cancelled here anyway
+                log.exception("scheduler did not take the cancel of %s", task_id)
+            if took:
+                with self._lock:
+                    self._cancelling.add(task_id)
+            else:
+                self._end_cancelled(task_id, f"cancelled while {record.status}")
+        if took:
+            with self._ended:
+                self._ended.wait_for(lambda: self._ended_in_store(task_id), CANCEL_WAIT_S)
+        return self.get(task_uuid, api_key)
 
     async def watch(self, task_uuid: str, api_key: str | None) -> AsyncIterator[ProgressEvent]:
         """The current state as an event, then every event in order until done/error/cancelled."""
-        self._visible(task_uuid, api_key)
+        task_id = self._visible(task_uuid, api_key).task_uuid
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue = asyncio.Queue()
         subscriber = (loop, inbox)
         with self._lock:
-            self._subscribers.setdefault(task_uuid, []).append(subscriber)
+            self._subscribers.setdefault(task_id, []).append(subscriber)
         try:
-            record = self.get(task_uuid, api_key)
-            first = self._state_event(record)
-            yield first
+            # Read under ``_finals``: a final event is either in this state or published after it.
+            with self._finals:
+                record = self._store.get_task(task_id)
+                if record is None:  # pruned meanwhile
+                    raise TaskNotFoundError(f"task {task_uuid} not found")
+                first = self._state_event(self._with_position(record))
+            yield self._as_client(first, task_uuid)
             if first.kind in _TERMINAL:
                 return
             while True:
                 event = await inbox.get()
-                yield event
+                yield self._as_client(event, task_uuid)
                 if event.kind in _TERMINAL:
                     return
         finally:
             with self._lock:
-                subscribers = self._subscribers.get(task_uuid, [])
+                subscribers = self._subscribers.get(task_id, [])
                 if subscriber in subscribers:
                     subscribers.remove(subscriber)
                 if not subscribers:
-                    self._subscribers.pop(task_uuid, None)
+                    self._subscribers.pop(task_id, None)
 
     # -- extras for the gateway ----------------------------------------------------------------
 
     def update_result(self, record: ResultRecord, *, delivered: bool = False) -> None:
-        """Store a result's new delivery state (URL, upload/webhook outcome); ``delivered`` emits an event."""
-        self._store.upsert_result(record)
-        if delivered:
-            self._publish(
-                ProgressEvent(
-                    task_uuid=record.task_uuid,
-                    kind="delivered",
-                    result_index=record.index,
-                    extra={"upload": record.upload_status, "webhook": record.webhook_status},
+        """Store a result's new delivery state (URL, upload/webhook outcome); ``delivered`` emits
+        an event. When the last pending delivery of an ended task settles, the task's final
+        Watch event (``done``/``error``), held until now, follows."""
+        with self._finals:
+            before = self._store.get_task(record.task_uuid)
+            self._store.upsert_result(record)
+            if delivered:
+                self._publish(
+                    ProgressEvent(
+                        task_uuid=record.task_uuid,
+                        kind="delivered",
+                        result_index=record.index,
+                        extra=progress_extra(upload=record.upload_status, webhook=record.webhook_status),
+                    )
                 )
-            )
+            if before is None or before.status not in ("success", "error") or not _pending(before):
+                return
+            after = self._store.get_task(record.task_uuid)
+            if after is not None and not _pending(after):
+                self._publish(self._final_event(after))
 
     def pending_deliveries(self) -> list[tuple[ResultRecord, VideoInferenceTask]]:
         """Results whose upload or webhook is still ``pending``, with their tasks."""
@@ -287,13 +377,18 @@ class TaskManager:
         return pending
 
     def result_path(self, task_uuid: str, index: int) -> Path | None:
-        """The local file of a finished result."""
+        """The local file of a finished result (``task_uuid``: the store's id, as in its records)."""
         return self._store.result_path(task_uuid, index)
 
     def queue_depth(self) -> int:
         """How many tasks wait."""
         with self._lock:
             return len(self._queued)
+
+    def prune(self, retention_s: float) -> int:
+        """Delete the records of tasks that ended more than ``retention_s`` ago (their videos stay
+        until their own ``ttl``); returns how many. The gateway calls it now and then."""
+        return self._store.prune(time.time() - retention_s)
 
     # -- hand-over and resync ------------------------------------------------------------------
 
@@ -302,9 +397,11 @@ class TaskManager:
         if todo is None:
             todo = [r.index for r in record.results if r.status not in _FINISHED]
         priority = raw.get("priority", 0) if isinstance(raw.get("priority", 0), int) else 0
+        # The scheduler knows the task by the store's id (the client's UUID, or its scoped id).
+        body = raw if raw.get("taskUUID") == record.task_uuid else {**raw, "taskUUID": record.task_uuid}
         return TaskSpec(
             task_uuid=record.task_uuid,
-            body=raw,
+            body=body,
             api_key=record.api_key,
             seeds=seeds,
             results=tuple(todo),
@@ -314,7 +411,7 @@ class TaskManager:
             media=dataclasses.replace(self._media, api_key=record.api_key),
         )
 
-    def _hand_over(self, record: TaskRecord, raw: dict, task: VideoInferenceTask) -> None:
+    def _hand_over(self, record: TaskRecord, raw: dict) -> None:
         self._started_at[record.task_uuid] = time.perf_counter()
         try:
             self._scheduler.hand_over(self._spec(record, raw))
@@ -327,33 +424,39 @@ class TaskManager:
         held = {t.task_uuid: t for t in snapshot.tasks}
         with self._lock:
             self._epoch, self._cursor = snapshot.epoch, snapshot.seq
+        if not self._swept:
+            self._sweep_partials(held)
+            self._swept = True
+        # A task the scheduler still runs that the store has ended (its cancel was taken here
+        # while the scheduler could not be asked): stop it there.
+        for live in snapshot.tasks:
+            if live.status in ("queued", "running"):
+                known = self._store.get_task(live.task_uuid)
+                if known is None or known.status in _FINISHED:
+                    self._cancel_in_scheduler(live.task_uuid)
         for record in self._store.unfinished_tasks():
             raw = json.loads(record.body)
+            state = held.get(record.task_uuid)
+            with self._lock:
+                cancelling = record.task_uuid in self._cancelling
+            if cancelling and state is None:
+                # Its cancel was taken by a scheduler that is gone: it ends here, not rendered again.
+                self._end_cancelled(record.task_uuid, f"cancelled while {record.status}")
+                continue
             try:
                 task = self._parse(raw)
             except (TaskValidationError, ValueError, KeyError) as exc:
                 self._fail(
                     record.task_uuid,
                     "invalidParameter",
-                    f"task {record.task_uuid} cannot be resumed: its model or parameters are no longer served ({exc})",
+                    f"task {raw.get('taskUUID', '?')} cannot be resumed: its model or parameters are no longer"
+                    f" served ({exc})",
                 )
                 continue
             with self._lock:
                 self._tasks[record.task_uuid] = task
-            state = held.get(record.task_uuid)
             if state is None:
-                todo = [r.index for r in record.results if r.status not in _FINISHED]
-                if not todo:
-                    self._finish_task(record.task_uuid)
-                    continue
-                for result in record.results:
-                    if result.status not in _FINISHED:
-                        self._store.upsert_result(dataclasses.replace(result, status="queued", progress=0.0))
-                self._store.update_task_status(record.task_uuid, "queued")
-                with self._lock:
-                    self._queued[record.task_uuid] = None
-                self._started_at[record.task_uuid] = time.perf_counter()
-                self._scheduler.hand_over(self._spec(record, raw, todo))
+                self._hand_over_again(record, raw)
                 continue
             # Still rendering (or ended while nobody listened): apply what the events would have said.
             stored = {r.index: r for r in record.results}
@@ -381,6 +484,52 @@ class TaskManager:
             elif state.status == "cancelled":
                 self._end_cancelled(record.task_uuid, state.message or "cancelled")
         self._set_queue_depth()
+
+    def _hand_over_again(self, record: TaskRecord, raw: dict) -> None:
+        """A task the scheduler does not hold: its unfinished results are handed over again (its
+        recorded ones never render twice: the store is read first); one with none left ends."""
+        todo = [r.index for r in record.results if r.status not in _FINISHED]
+        if not todo:
+            self._finish_task(record.task_uuid)
+            return
+        for result in record.results:
+            if result.status not in _FINISHED:
+                self._store.upsert_result(dataclasses.replace(result, status="queued", progress=0.0))
+        self._store.update_task_status(record.task_uuid, "queued")
+        with self._lock:
+            self._running.discard(record.task_uuid)
+            self._queued[record.task_uuid] = None
+            position = len(self._queued)
+        self._started_at[record.task_uuid] = time.perf_counter()
+        self._scheduler.hand_over(self._spec(record, raw, todo))
+        # Watchers saw it running (or queued before the scheduler restarted): it waits again.
+        self._publish(ProgressEvent(task_uuid=record.task_uuid, kind="queued", queue_position=position))
+
+    def _cancel_in_scheduler(self, task_id: str) -> None:
+        try:
+            self._scheduler.cancel(task_id)
+        except Exception:  # asked again at the next resync or event
+            log.warning("scheduler did not take the cancel of %s", task_id, exc_info=True)
+
+    def _sweep_partials(self, held: dict[str, Any]) -> None:
+        """Delete encoder leftovers (``.<task>-<index>.<ext>.partial-<hex>``) of renders that no
+        scheduler holds: a gateway killed with its embedded Ray, or a finisher that died, never
+        renames or removes them. A task the scheduler still renders keeps its file."""
+        if not self._out_dir.is_dir():
+            return
+        live = {uuid for uuid, state in held.items() if state.status in ("queued", "running")}
+        removed = 0
+        for path in self._out_dir.glob(f".*{_PARTIAL_MARK}*"):
+            name = path.name[1:].partition(_PARTIAL_MARK)[0]
+            if name.rpartition("-")[0] in live:
+                continue
+            try:
+                path.unlink()
+                removed += 1
+            except OSError as error:
+                log.warning("cannot remove the leftover %s: %s", path, error)
+        if removed:
+            log.info("removed %d unfinished encoder file(s) left in %s", removed, self._out_dir)
 
     # -- the event pump ------------------------------------------------------------------------
 
@@ -417,12 +566,15 @@ class TaskManager:
     def _on_running(self, event: SchedulerEvent) -> None:
         task_uuid = event.task_uuid
         assert task_uuid is not None
+        record = self._store.get_task(task_uuid)
+        if record is None or record.status in _FINISHED:
+            # Ended here (cancelled) before the scheduler heard, e.g. a hand-over that overtook
+            # its cancel: stop it there too.
+            self._cancel_in_scheduler(task_uuid)
+            return
         with self._lock:
             self._queued.pop(task_uuid, None)
             self._running.add(task_uuid)
-        record = self._store.get_task(task_uuid)
-        if record is None:
-            return
         self._store.update_task_status(task_uuid, "running")
         for result in record.results:
             if result.status == "queued":
@@ -479,7 +631,7 @@ class TaskManager:
                     kind="result",
                     result_index=outcome.index,
                     message=outcome.error_message or "",
-                    extra={"code": outcome.error_code, "seed": outcome.seed},
+                    extra=progress_extra(code=outcome.error_code, seed=outcome.seed),
                 )
             )
             self._call_hook(task, failed)
@@ -495,8 +647,13 @@ class TaskManager:
         path: Any = outcome.path
         if self._artifacts is not None and outcome.path and outcome.video_uuid:
             try:
+                # The owner is recorded: a result is a media input for its own key's tasks only.
                 artifact = self._artifacts.put(
-                    outcome.video_uuid, Path(outcome.path), output_format(task.output_format).content_type, task.ttl
+                    outcome.video_uuid,
+                    Path(outcome.path),
+                    output_format(task.output_format).content_type,
+                    task.ttl,
+                    owner_key=record.api_key,
                 )
                 path = getattr(artifact, "path", path)
             except Exception:  # the file stays where it is; delivery reports the failure
@@ -513,9 +670,9 @@ class TaskManager:
             webhook_status="pending" if task.webhook_url else stored.webhook_status,
         )
         self._store.upsert_result(done, path=path)
-        extra: dict[str, Any] = {"video_uuid": outcome.video_uuid, "seed": outcome.seed}
-        if outcome.extended_prompt:
-            extra["extended_prompt"] = outcome.extended_prompt
+        extra = progress_extra(
+            video_uuid=outcome.video_uuid, seed=outcome.seed, extended_prompt=outcome.extended_prompt
+        )
         self._publish(ProgressEvent(task_uuid=task_uuid, kind="result", result_index=outcome.index, extra=extra))
         self._call_hook(task, done)
 
@@ -547,16 +704,22 @@ class TaskManager:
     # -- ends ----------------------------------------------------------------------------------
 
     def _forget(self, task_uuid: str) -> None:
+        """Drop everything held in memory for an ended task (its parsed body too)."""
         with self._lock:
             self._queued.pop(task_uuid, None)
             self._running.discard(task_uuid)
+            self._cancelling.discard(task_uuid)
             self._positions.pop(task_uuid, None)
             self._progress.pop(task_uuid, None)
+            self._tasks.pop(task_uuid, None)
+        self._started_at.pop(task_uuid, None)
         try:
             self._scheduler.forget(task_uuid)
         except Exception:  # noqa: BLE001 - the scheduler forgets ended tasks on its own past its limit
             pass
         self._set_queue_depth()
+        with self._ended:
+            self._ended.notify_all()
 
     def _finish_task(self, task_uuid: str) -> None:
         """End a task whose results all finished: ``success`` if any succeeded, else ``error``."""
@@ -568,28 +731,22 @@ class TaskManager:
         failed = [r for r in results if r.status != "success"]
         self._forget(task_uuid)
         if results and len(failed) == len(results):
-            first = failed[0]
-            message = first.error_message or "every result failed"
-            self._store.update_task_status(task_uuid, "error", message)
-            if self._metrics:
-                self._metrics.task_finished("error")
-            self._publish(
-                ProgressEvent(
-                    task_uuid=task_uuid,
-                    kind="error",
-                    message=message,
-                    extra={"code": first.error_code or "renderFailed"},
-                )
-            )
-            return
-        self._store.update_task_status(task_uuid, "success")
+            self._end(task_uuid, "error", failed[0].error_message or "every result failed")
+        else:
+            self._end(task_uuid, "success")
+
+    def _end(self, task_uuid: str, status: ResultStatus, error: str | None = None) -> None:
+        """Store the task's end; its final Watch event follows unless a delivery is pending (then
+        ``update_result`` sends it when the last one settles)."""
+        with self._finals:
+            self._store.update_task_status(task_uuid, status, error)
+            record = self._store.get_task(task_uuid)
+            if record is not None and not _pending(record):
+                self._publish(self._final_event(record))
+        with self._ended:
+            self._ended.notify_all()
         if self._metrics:
-            self._metrics.task_finished("success")
-        self._publish(
-            ProgressEvent(
-                task_uuid=task_uuid, kind="done", extra={"succeeded": len(results) - len(failed), "failed": len(failed)}
-            )
-        )
+            self._metrics.task_finished(status)
 
     def _end_cancelled(self, task_uuid: str, message: str) -> None:
         record = self._store.get_task(task_uuid)
@@ -637,23 +794,19 @@ class TaskManager:
         if any(r.status == "success" for r in record.results):
             self._finish_task(task_uuid)
             return
-        self._store.update_task_status(task_uuid, "error", message)
-        if self._metrics:
-            self._metrics.task_finished("error")
         self._forget(task_uuid)
-        extra = {"code": code, **({"parameter": parameter} if parameter else {})}
-        self._publish(ProgressEvent(task_uuid=task_uuid, kind="error", message=message, extra=extra))
+        self._end(task_uuid, "error", message)
 
     def _call_hook(self, task: VideoInferenceTask, record: ResultRecord) -> None:
-        if self._on_result is None:
+        if self._result_hook is None:
             return
         started = time.perf_counter()
         try:
-            updated = self._on_result(record, task)
+            updated = self._result_hook(record, task)
             if isinstance(updated, ResultRecord):
                 self._store.upsert_result(updated)
         except Exception:  # one failed delivery must not stop the farm
-            log.exception("on_result failed for %s result %d", task.task_uuid, record.index)
+            log.exception("on_result failed for %s result %d", record.task_uuid, record.index)
         if self._metrics:
             self._metrics.observe_stage("deliver", time.perf_counter() - started)
 
@@ -664,13 +817,58 @@ class TaskManager:
             return parse_task(raw)
         return parse_task(raw, known_models=self.known_models)
 
+    def _store_inline_media(self, raw: dict, api_key: str | None) -> dict:
+        """``raw`` with its inline media moved to the asset directory (as ``api_key``'s assets)."""
+        if self._media.assets_dir is None:
+            return raw
+        from farm.io.media import store_inline_media
+
+        try:
+            return store_inline_media(raw, assets_dir=self._media.assets_dir, api_key=api_key)
+        except OSError as error:  # a full or failing disk: the client may retry; the log says why
+            log.error("cannot store the inline media of task %s: %s", raw.get("taskUUID"), error)
+            raise UnavailableError("the task's inline media cannot be stored now; retry later") from None
+
+    def _resolve(self, task_uuid: str, api_key: str | None) -> tuple[TaskRecord | None, str]:
+        """``api_key``'s task ``task_uuid``, if stored, and the store's id for it (where it is, or
+        where a new one goes): the UUID itself unless another key holds it, then a scoped id."""
+        task_id, free = task_uuid, None
+        for _ in range(_MAX_SCOPES):
+            record = self._store.get_task(task_id)
+            if record is None:
+                if free is not None:
+                    return None, free
+                # A scoped id was made while this id was another key's task, which may have been
+                # pruned since: look one further before calling the task new.
+                free = task_id
+            elif record.api_key is None or record.api_key == api_key:
+                # A task submitted while keys were off belongs to every caller, as before.
+                return record, task_id
+            task_id = _scoped_id(api_key, task_id)
+        return None, free or task_id
+
     def _visible(self, task_uuid: str, api_key: str | None) -> TaskRecord:
-        record = self._store.get_task(task_uuid)
-        # A task submitted with a key belongs to that key alone; the same "not found" answer for
-        # absent and foreign tasks reveals nothing about other clients' UUIDs.
-        if record is None or (record.api_key is not None and record.api_key != api_key):
+        record, _ = self._resolve(task_uuid, api_key)
+        # The same "not found" for absent and foreign tasks reveals nothing about other clients' UUIDs.
+        if record is None:
             raise TaskNotFoundError(f"task {task_uuid} not found")
         return record
+
+    @staticmethod
+    def _public(record: TaskRecord, client_uuid: str) -> TaskRecord:
+        """``record`` as its client knows it: under the UUID it submitted (not a scoped id)."""
+        if record.task_uuid == client_uuid:
+            return record
+        results = tuple(dataclasses.replace(r, task_uuid=client_uuid) for r in record.results)
+        return dataclasses.replace(record, task_uuid=client_uuid, results=results)
+
+    @staticmethod
+    def _as_client(event: ProgressEvent, client_uuid: str) -> ProgressEvent:
+        return event if event.task_uuid == client_uuid else dataclasses.replace(event, task_uuid=client_uuid)
+
+    def _ended_in_store(self, task_id: str) -> bool:
+        record = self._store.get_task(task_id)
+        return record is None or record.status in _FINISHED
 
     def _with_position(self, record: TaskRecord) -> TaskRecord:
         """``record`` with its 1-based queue position while queued."""
@@ -682,11 +880,13 @@ class TaskManager:
                 position = list(self._queued).index(record.task_uuid) + 1
         return dataclasses.replace(record, queue_position=position)
 
-    def _resubmitted(self, existing: TaskRecord, body: str, api_key: str | None) -> TaskRecord:
-        """The answer to a second submit of a stored UUID: the task if identical, else a refusal."""
-        if existing.body != body or existing.api_key != api_key:
-            raise DuplicateTaskError(f"taskUUID {existing.task_uuid} was already submitted with a different body")
-        return self._with_position(existing)
+    def _resubmitted(self, existing: TaskRecord, digest: str, client_uuid: str) -> TaskRecord:
+        """The answer to a second submit of a stored task: the task if identical, else a refusal.
+        Compared on the digest of the body as first sent (the stored body names assets instead
+        of inline media)."""
+        if self._store.get_digest(existing.task_uuid) != digest:
+            raise DuplicateTaskError(f"taskUUID {client_uuid} was already submitted with a different body")
+        return self._public(self._with_position(existing), client_uuid)
 
     def _retry_after(self) -> float:
         if not self._task_seconds:
@@ -697,21 +897,41 @@ class TaskManager:
         if self._metrics:
             self._metrics.set_queue_depth(len(self._queued))
 
+    def _final_event(self, record: TaskRecord) -> ProgressEvent:
+        """The last Watch event of an ended task, from its record: ``done`` with result counts,
+        ``error`` with the code (and field) of the failure, or ``cancelled``."""
+        task_uuid = record.task_uuid
+        if record.status == "success":
+            failed = sum(r.status != "success" for r in record.results)
+            return ProgressEvent(
+                task_uuid=task_uuid,
+                kind="done",
+                extra={"succeeded": len(record.results) - failed, "failed": failed},
+            )
+        message = self._store.get_error(task_uuid) or ""
+        if record.status == "cancelled":
+            return ProgressEvent(task_uuid=task_uuid, kind="cancelled", message=message)
+        errors = [r for r in record.results if r.status == "error"]
+        # The task-level failure if one failed it, else the first result's own.
+        first = next((r for r in errors if r.error_message == message), errors[0] if errors else None)
+        extra = progress_extra(
+            code=(first.error_code if first else None) or "renderFailed",
+            parameter=first.error_parameter if first else None,
+        )
+        text = message or (first.error_message if first else None) or "the task failed"
+        return ProgressEvent(task_uuid=task_uuid, kind="error", message=text, extra=extra)
+
     def _state_event(self, record: TaskRecord) -> ProgressEvent:
-        """The first event of ``watch``: where the task stands now."""
-        kind = {
-            "queued": "queued",
-            "running": "running",
-            "success": "done",
-            "error": "error",
-            "cancelled": "cancelled",
-        }[record.status]
-        message = (self._store.get_error(record.task_uuid) or "") if kind in ("error", "cancelled") else ""
+        """The first event of ``watch``: where the task stands now. An ended task whose delivery
+        is still pending is not over for a watcher: ``delivered`` and its final event follow."""
+        if record.status in _FINISHED:
+            if record.status != "cancelled" and _pending(record):
+                return ProgressEvent(task_uuid=record.task_uuid, kind="running", message="delivering results")
+            return self._final_event(record)
         return ProgressEvent(
             task_uuid=record.task_uuid,
-            kind=kind,
-            queue_position=record.queue_position,  # type: ignore[arg-type]
-            message=message,
+            kind="queued" if record.status == "queued" else "running",
+            queue_position=record.queue_position,
         )
 
     def _publish(self, event: ProgressEvent) -> None:

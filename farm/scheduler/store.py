@@ -13,6 +13,17 @@ section as each commit, so it says exactly what SQLite says. A miss reads SQLite
 cache only if no write happened meanwhile (a version counter), so a stale snapshot never sticks.
 This process must be the database's only writer (it is: one gateway per ``--data-dir``).
 
+Bodies are kept in memory only while a task is unfinished: the record of an ended task carries
+``body=""`` (from the cache and from SQLite alike), and ``get_body`` reads it when needed (a
+delivery resumed after a restart). Duplicate submits compare ``body_digest`` (the SHA-256 of the
+canonical body as first submitted), so a body the manager rewrote (inline media moved to the asset
+store) still matches its resubmission. Finished tasks older than the retention period are deleted
+by ``prune``.
+
+Opening checks the file (``PRAGMA quick_check``) and raises ``StoreError`` naming it and the cause
+when it is not a usable SQLite database: the gateway opens its stores before anything else starts,
+so a corrupt file fails ``farm serve`` at once with the real reason.
+
 Checkpoints (copying the WAL back into the database file, with an fsync) run on a background
 thread every ``checkpoint_interval_s`` instead of inside whichever commit crosses SQLite's
 1000-page mark: ``submit`` commits on the gateway's event loop, and an inline checkpoint there cost
@@ -24,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import sqlite3
 import threading
 import time
@@ -41,9 +53,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     base_seed  INTEGER,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    error      TEXT
+    error      TEXT,
+    body_sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, created_at);
+CREATE INDEX IF NOT EXISTS tasks_by_update ON tasks (status, updated_at);
 CREATE TABLE IF NOT EXISTS results (
     task_uuid      TEXT NOT NULL REFERENCES tasks (task_uuid),
     "index"        INTEGER NOT NULL,
@@ -66,6 +80,7 @@ CREATE TABLE IF NOT EXISTS results (
 #: Columns added to ``results`` after the first release: ``TaskStore`` adds any that an existing
 #: database lacks, so a gateway upgraded in place keeps its tasks.
 _ADDED_RESULT_COLUMNS = (("error_parameter", "TEXT"), ("extended_prompt", "TEXT"))
+_ADDED_TASK_COLUMNS = (("body_sha256", "TEXT"),)
 #: Results whose upload or webhook was not finished (a restart must deliver them again). Created
 #: after the migration, since it names columns an old database may lack.
 _PENDING_INDEX = (
@@ -90,9 +105,12 @@ _RESULT_COLUMNS = (
     "extended_prompt",
 )
 _UNFINISHED: tuple[ResultStatus, ...] = ("queued", "running")
-#: A task and its results (none: one row with NULL result columns), in index order.
+_FINISHED: tuple[ResultStatus, ...] = ("success", "error", "cancelled")
+#: A task and its results (none: one row with NULL result columns), in index order. The body
+#: only while the task is unfinished (see the module docstring).
 _GET_TASK = (
-    "SELECT t.task_uuid, t.api_key, t.body, t.status, t.created_at, "
+    "SELECT t.task_uuid, t.api_key, CASE WHEN t.status IN ('queued', 'running') THEN t.body ELSE '' END,"
+    " t.status, t.created_at, "
     + ", ".join(f'r."{name}"' for name in _RESULT_COLUMNS)
     + ' FROM tasks AS t LEFT JOIN results AS r ON r.task_uuid = t.task_uuid WHERE t.task_uuid = ? ORDER BY r."index"'
 )
@@ -105,6 +123,39 @@ CACHED_TASKS = 20_000
 CHECKPOINT_INTERVAL_S = 1.0
 #: The WAL file is truncated back to this size after a checkpoint lets SQLite restart it.
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024
+#: Tasks deleted per transaction by ``prune`` (short transactions: submits never wait long).
+_PRUNE_BATCH = 500
+
+
+class StoreError(RuntimeError):
+    """A store's file cannot be used: not a SQLite database, corrupt, or empty while results
+    exist. Raised when the gateway opens its stores, before Ray starts; the message names the
+    file and the cause. ``path`` is the file."""
+
+    def __init__(self, message: str, path: str | Path):
+        super().__init__(message)
+        self.path = Path(path)
+
+
+def body_digest(body: str) -> str:
+    """The SHA-256 (hex) of a canonical task body: what duplicate submits are compared on."""
+    return hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_sqlite(db: sqlite3.Connection, path: str | Path, what: str) -> None:
+    """Raise ``StoreError`` unless ``db`` (open on ``path``) passes ``PRAGMA quick_check``.
+
+    ``quick_check`` reads every page (milliseconds for the store's few MB) but skips the index
+    cross-checks of ``integrity_check``; a file that is not SQLite at all fails on the first read.
+    """
+    try:
+        rows = db.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as error:
+        raise StoreError(f"{what} {path} is not a usable SQLite database: {error}", path) from None
+    problems = [str(row[0]) for row in rows if row[0] != "ok"]
+    if problems:
+        shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        raise StoreError(f"{what} {path} is corrupt: {shown}", path)
 
 
 def _checkpoint_loop(path: str, stop: threading.Event, interval_s: float) -> None:
@@ -149,15 +200,25 @@ class TaskStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        # Checkpoints belong to the background thread, not to the commit that crosses the mark.
-        self._db.execute("PRAGMA wal_autocheckpoint=0")
-        self._db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
-        with self._lock:
-            self._db.executescript(_SCHEMA)
-            self._migrate()
+        try:
+            check_sqlite(self._db, self.path, "the task store")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            # Checkpoints belong to the background thread, not to the commit that crosses the mark.
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
+            with self._lock:
+                self._db.executescript(_SCHEMA)
+                self._migrate()
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            raise StoreError(
+                f"the task store {self.path} is not a usable SQLite database: {error}", self.path
+            ) from None
+        except StoreError:
+            self._db.close()
+            raise
         self._stop_checkpoints = threading.Event()
         self._checkpointer = threading.Thread(
             target=_checkpoint_loop,
@@ -174,11 +235,12 @@ class TaskStore:
         self._closed = False
 
     def _migrate(self) -> None:
-        """Add the result columns an older database lacks (``ALTER TABLE ... ADD COLUMN``)."""
-        present = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
-        for name, kind in _ADDED_RESULT_COLUMNS:
-            if name not in present:
-                self._db.execute(f'ALTER TABLE results ADD COLUMN "{name}" {kind}')
+        """Add the columns an older database lacks (``ALTER TABLE ... ADD COLUMN``)."""
+        for table, added in (("results", _ADDED_RESULT_COLUMNS), ("tasks", _ADDED_TASK_COLUMNS)):
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in added:
+                if name not in present:
+                    self._db.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {kind}')
         self._db.execute(_PENDING_INDEX)
 
     def close(self) -> None:
@@ -223,19 +285,21 @@ class TaskStore:
         seeds: list[int],
         status: ResultStatus = "queued",
         created_at: float | None = None,
+        digest: str | None = None,
     ) -> TaskRecord:
         """Persist a new task and one ``queued`` result row per seed, in one transaction.
 
-        Raises ``sqlite3.IntegrityError`` if ``task_uuid`` exists (the manager checks first).
+        ``digest`` is what duplicates are compared on (``body_digest`` of the body as the client
+        sent it; default: of ``body``). Raises ``sqlite3.IntegrityError`` if ``task_uuid`` exists.
         """
         now = time.time() if created_at is None else created_at
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
-                    "INSERT INTO tasks (task_uuid, api_key, body, status, base_seed, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (task_uuid, api_key, body, status, base_seed, now, now),
+                    "INSERT INTO tasks (task_uuid, api_key, body, status, base_seed, created_at, updated_at, body_sha256)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (task_uuid, api_key, body, status, base_seed, now, now, digest or body_digest(body)),
                 )
                 self._db.executemany(
                     'INSERT INTO results (task_uuid, "index", status, seed) VALUES (?, ?, ?, ?)',
@@ -249,7 +313,7 @@ class TaskStore:
             record = TaskRecord(
                 task_uuid=task_uuid,
                 api_key=api_key,
-                body=body,
+                body=body if status in _UNFINISHED else "",
                 status=status,
                 created_at=now,
                 results=tuple(
@@ -308,6 +372,18 @@ class TaskStore:
             results.sort(key=lambda r: r.index)
         self._cache[task_uuid] = dataclasses.replace(record, results=tuple(results))
 
+    def get_body(self, task_uuid: str) -> str | None:
+        """The task's stored body (also of an ended task, whose record carries none), or None."""
+        row = self._reader().execute("SELECT body FROM tasks WHERE task_uuid = ?", (task_uuid,)).fetchone()
+        return None if row is None else row[0]
+
+    def get_digest(self, task_uuid: str) -> str | None:
+        """``body_digest`` of the body as first submitted (rows from before the column: of the body)."""
+        row = self._reader().execute("SELECT body_sha256, body FROM tasks WHERE task_uuid = ?", (task_uuid,)).fetchone()
+        if row is None:
+            return None
+        return row[0] or body_digest(row[1])
+
     def get_base_seed(self, task_uuid: str) -> int | None:
         """The base seed chosen at submit (so a resumed render gives the same pictures)."""
         row = self._reader().execute("SELECT base_seed FROM tasks WHERE task_uuid = ?", (task_uuid,)).fetchone()
@@ -328,7 +404,41 @@ class TaskStore:
             self._version += 1
             record = self._cache.get(task_uuid)
             if record is not None:
-                self._cache[task_uuid] = dataclasses.replace(record, status=status)
+                # An ended task's body leaves memory (it may have been megabytes).
+                body = record.body if status in _UNFINISHED else ""
+                self._cache[task_uuid] = dataclasses.replace(record, status=status, body=body)
+
+    def prune(self, finished_before: float) -> int:
+        """Delete every task that ended (``success``/``error``/``cancelled``) before
+        ``finished_before`` (a ``time.time()``), with its results; returns how many.
+
+        Runs in short transactions of ``_PRUNE_BATCH`` tasks, so submits never wait long.
+        """
+        removed = 0
+        while True:
+            with self._lock:
+                uuids = [
+                    row[0]
+                    for row in self._db.execute(
+                        "SELECT task_uuid FROM tasks WHERE status IN (?, ?, ?) AND updated_at < ? LIMIT ?",
+                        (*_FINISHED, finished_before, _PRUNE_BATCH),
+                    )
+                ]
+                if not uuids:
+                    return removed
+                marks = ", ".join("?" * len(uuids))
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.execute(f"DELETE FROM results WHERE task_uuid IN ({marks})", uuids)
+                    self._db.execute(f"DELETE FROM tasks WHERE task_uuid IN ({marks})", uuids)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._version += 1
+                for uuid in uuids:
+                    self._cache.pop(uuid, None)
+            removed += len(uuids)
 
     def unfinished_tasks(self) -> list[TaskRecord]:
         """Tasks still ``queued`` or ``running``, oldest first (what a restart must resume)."""
@@ -386,6 +496,19 @@ class TaskStore:
             .fetchall()
         )
         return [(ResultRecord(**dict(zip(_RESULT_COLUMNS, row[:-1]))), row[-1]) for row in rows]
+
+    def video_owners(self) -> dict[str, str | None]:
+        """The API key (None: keys were off) of every task result with a videoUUID, by videoUUID
+        (to record owners of artifacts stored before the artifact store kept them)."""
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT r.video_uuid, t.api_key FROM results AS r JOIN tasks AS t ON t.task_uuid = r.task_uuid"
+                " WHERE r.video_uuid IS NOT NULL"
+            )
+            .fetchall()
+        )
+        return {video_uuid: api_key for video_uuid, api_key in rows}
 
     def result_path(self, task_uuid: str, index: int) -> Path | None:
         """The local file of a finished result, if one was recorded."""

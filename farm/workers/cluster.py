@@ -153,11 +153,11 @@ def _lean_node() -> Iterator[None]:
         kwargs.setdefault("dashboard_agent_listen_port", 0)
         original(self, *args, **kwargs)
 
-    RayParams.__init__ = lean_init  # type: ignore[method-assign]
+    RayParams.__init__ = lean_init  # type: ignore[method-assign]  # patched only while ray.init runs
     try:
         yield
     finally:
-        RayParams.__init__ = original  # type: ignore[method-assign]
+        RayParams.__init__ = original  # type: ignore[method-assign]  # restored
 
 
 def _start_watchdog() -> None:

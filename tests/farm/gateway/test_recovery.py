@@ -2,12 +2,16 @@
 
 - Uploads and webhooks left ``pending`` by the previous process are delivered on start, to real
   HTTP receivers on loopback, with the same idempotency key.
-- A task whose frame image is another key's uploaded asset fails with ``invalidParameter`` naming
-  ``inputs.frameImages[0]...`` in GetResponse (real gRPC, real ``MediaResolver``).
+- A task whose frame image is another key's uploaded asset, or another key's result, fails with
+  ``invalidParameter`` naming ``inputs.frameImages[0]...`` in GetResponse, as an unknown UUID does
+  (real gRPC, a real ``TaskManager`` and scheduler core, the real ``MediaResolver``: the
+  ``FakeExecutor`` resolves media inputs as the real preparation does and renders nothing).
+- A corrupt frame image (valid base64 of a broken PNG) fails the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import grpc
@@ -95,48 +99,63 @@ def test_deliveries_cut_off_by_a_restart_are_retried_on_start(tmp_path, ray_clus
     assert item["videoURL"].endswith("/v1/videos/v-pending")
 
 
+@dataclasses.dataclass
+class MediaGateway:
+    running: GatewayThread
+    manager: object
+    artifacts: object
+
+    @property
+    def grpc_target(self) -> str:
+        return self.running.grpc_target
+
+
 @pytest.fixture
 def media_gateway(tmp_path):
-    """A keyed gateway (alice, bob) over a TaskManager whose render resolves the task's media
-    inputs with the resolver the manager builds, as ``render_task`` does before rendering."""
+    """A keyed gateway (alice, bob) over a real ``TaskManager``: a ``SchedulerCore`` on a
+    ``FakeExecutor`` that resolves each task's media inputs for real (as its owner, from the
+    manager's ``MediaConfig``), a real artifact store for the results."""
     from farm.gateway.server import Gateway, GatewayConfig, GuardedService
-    from farm.io.media import resolve_inputs
+    from farm.io.artifacts import LocalArtifactStore
     from farm.io.urlguard import UrlGuard
+    from farm.render.executor import MediaConfig
+    from farm.scheduler.actor import LocalClient, SchedulerHost
+    from farm.scheduler.core import SchedulerConfig, SchedulerCore
     from farm.scheduler.manager import TaskManager
-
-    def render(task, pool, out_dir, *, resolver=None, **_):
-        resolve_inputs(task, resolver)
-        raise AssertionError("the inputs of this test's tasks never resolve")
-
-    class Pool:
-        video_workers = ("w",)
-
-        def __init__(self, profile):
-            self.profile = profile
+    from farm.scheduler.pools import PoolPolicy
+    from tests.farm.scheduler.fakes import MODEL, FakeExecutor, fake_profile
 
     data = tmp_path / "data"
-    guard = UrlGuard(["127.0.0.1"])
+    artifacts = LocalArtifactStore(data / "artifacts")
+    config = SchedulerConfig(default_pool=PoolPolicy(max_workers=1))
+    host = SchedulerHost(SchedulerCore(FakeExecutor(resolve_media=True), {MODEL: fake_profile()}, config), 0.05)
     manager = TaskManager(
         TaskStore(data / "tasks.db"),
-        pool_factory=Pool,
+        scheduler=LocalClient(host),
         out_dir=data / "out",
-        render=render,
-        url_guard=guard,
-        assets_dir=data / "assets",
+        artifacts=artifacts,
+        media=MediaConfig(
+            allow_urls=("127.0.0.1",), assets_dir=str(data / "assets"), artifacts_dir=str(data / "artifacts")
+        ),
     )
     manager.start()
     config = GatewayConfig(grpc_port=0, http_port=0, host="127.0.0.1", data_dir=str(data), api_keys=["alice", "bob"])
-    with GatewayThread(Gateway(config, service=GuardedService(manager, guard))) as running:
-        yield running
-    manager.stop(timeout=5)
+    guard = UrlGuard(["127.0.0.1"])
+    with GatewayThread(Gateway(config, service=GuardedService(manager, guard), artifacts=artifacts)) as running:
+        yield MediaGateway(running, manager, artifacts)
+    manager.stop(timeout=5, shutdown_scheduler=True)
 
 
-def _frame_task(make_task, image: str) -> farm_pb2.SubmitRequest:
+def _request(task: dict) -> farm_pb2.SubmitRequest:
     from google.protobuf import json_format
 
+    message = {k: v for k, v in task.items() if k != "taskType"}
+    return farm_pb2.SubmitRequest(tasks=[json_format.ParseDict(message, farm_pb2.VideoInferenceTask())])
+
+
+def _frame_task(make_task, image: str) -> tuple[dict, farm_pb2.SubmitRequest]:
     task = make_task(inputs={"frameImages": [{"image": image, "frame": "first"}]})
-    task.pop("taskType", None)
-    return task, farm_pb2.SubmitRequest(tasks=[json_format.ParseDict(task, farm_pb2.VideoInferenceTask())])
+    return task, _request(task)
 
 
 def _poll_error(stub, task_uuid, key):
@@ -165,6 +184,50 @@ def test_another_keys_asset_as_a_frame_image_fails_naming_the_field(media_gatewa
     assert error.parameter.startswith("inputs.frameImages[0]")
     assert "no uploaded asset" in error.message
     assert response.data[0].status == "error"
+
+
+def _auth(key: str):
+    return [("authorization", f"Bearer {key}")]
+
+
+def test_another_keys_result_as_a_frame_image_fails_as_an_unknown_uuid(media_gateway, make_task):
+    """A result is an input for its owner's tasks only: bob naming alice's videoUUID hears what an
+    unknown UUID gets; alice's own task fetches the file (and fails only at decoding it, since the
+    fake finisher writes no real video)."""
+    with grpc.insecure_channel(media_gateway.grpc_target) as channel:
+        stub = farm_pb2_grpc.VideoInferenceStub(channel)
+        source = make_task()
+        stub.Submit(_request(source), metadata=_auth("alice"))
+        done = wait_for(
+            lambda: (
+                (
+                    r := stub.GetResponse(
+                        farm_pb2.GetResponseRequest(task_uuid=source["taskUUID"]), metadata=_auth("alice")
+                    )
+                )
+                .data[0]
+                .status
+                == "success"
+                and r
+            )
+        )
+        video_uuid = done.data[0].video_uuid
+        assert media_gateway.artifacts.get(video_uuid).visible_to("alice")
+
+        answers = {}
+        for key in ("bob", "alice"):
+            task, request = _frame_task(make_task, video_uuid)
+            stub.Submit(request, metadata=_auth(key))
+            answers[key] = _poll_error(stub, task["taskUUID"], key).errors[0]
+        unknown_task, request = _frame_task(make_task, "0b7e6f0e-1b1e-4c39-9d2b-3c3b3f6d7a10")
+        stub.Submit(request, metadata=_auth("bob"))
+        unknown = _poll_error(stub, unknown_task["taskUUID"], "bob").errors[0]
+    assert answers["bob"].parameter.startswith("inputs.frameImages[0]")
+    assert answers["bob"].message.replace(video_uuid, "<uuid>") == unknown.message.replace(
+        "0b7e6f0e-1b1e-4c39-9d2b-3c3b3f6d7a10", "<uuid>"
+    )
+    assert "visible to this API key" in answers["bob"].message
+    assert "visible to this API key" not in answers["alice"].message  # alice's own result was read
 
 
 def test_a_corrupt_base64_frame_image_fails_naming_the_field(media_gateway, make_task):

@@ -203,6 +203,9 @@ class FakeExecutor:
     real workers stop at their next denoising step); False: they wait for ``release``.
     ``clock`` / ``tick_s``: advance a ``FakeClock`` by ``tick_s`` seconds on each poll.
     ``report_steps``: each poll reports one denoising step for every chunk in flight.
+    ``resolve_media``: ``prepare`` fetches and decodes the task's media inputs for real, with the
+    resolver the real preparation builds from the task's ``MediaConfig`` (its owner's assets and
+    results, the allow-list), and fails the task with what it raises.
     """
 
     def __init__(
@@ -218,7 +221,9 @@ class FakeExecutor:
         clock: FakeClock | None = None,
         tick_s: float = 0.0,
         report_steps: bool = False,
+        resolve_media: bool = False,
     ):
+        self.resolve_media = resolve_media
         self.ticks = {"prompt": 1, "chunk": 1, "audio": 1, **(ticks or {})}
         self.chunk_seconds = chunk_seconds
         self.audio_seconds = audio_seconds
@@ -391,10 +396,20 @@ class FakeExecutor:
                 self._not_ready.remove(worker)
 
     def prepare(self, task: Any, profile: Any, media: MediaConfig) -> None:
+        error = self.prepare_error
+        if self.resolve_media and error is None:
+            from farm.domain.errors import TaskValidationError
+            from farm.io.media import resolve_inputs
+            from farm.render.prepare import resolver_for
+
+            try:
+                resolve_inputs(task, resolver_for(media))
+            except TaskValidationError as failure:
+                error = failure
         with self._cond:
             self.prepared.append((task, profile, media))
-            if self.prepare_error is not None:
-                outcome = Prepared(task_uuid=task.task_uuid, error=self.prepare_error)
+            if error is not None:
+                outcome = Prepared(task_uuid=task.task_uuid, error=error)
             else:
                 inputs = PreparedInputs(
                     width=task.width, height=task.height, conditioning="conditioning", **self.prepared_fields

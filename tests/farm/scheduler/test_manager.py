@@ -256,6 +256,15 @@ def test_another_keys_task_uuid_is_a_new_task_of_its_own(gateway, make_task):
     assert g.manager.cancel(task["taskUUID"], "bob").created_at == bob.created_at
     with pytest.raises(TaskNotFoundError):
         g.manager.get(task["taskUUID"], "carol")
+    # Alice's task is pruned: bob's is still his, under the same UUID, and his resubmission finds it.
+    store = g.manager._store
+    with store._lock:
+        store._db.execute("UPDATE tasks SET updated_at = updated_at - 3600 WHERE api_key = 'alice'")
+    assert g.manager.prune(retention_s=600) == 1
+    with pytest.raises(TaskNotFoundError):
+        g.manager.get(task["taskUUID"], "alice")
+    assert g.manager.get(task["taskUUID"], "bob").created_at == bob.created_at
+    assert g.manager.submit(bob_task, "bob").created_at == bob.created_at
 
 
 def _png(width: int = 64, height: int = 64, *, noise: bool = False) -> bytes:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 
+import pytest
+
 from farm.domain.records import ResultRecord
 from farm.scheduler.store import TaskStore
 
@@ -148,3 +150,82 @@ def test_the_background_checkpoint_moves_commits_into_the_database_file(tmp_path
         time.sleep(0.05)
     assert in_main_file() == 50
     store.close()
+
+
+def test_an_ended_task_keeps_its_body_on_disk_only_and_its_digest(tmp_path):
+    from farm.scheduler.store import body_digest
+
+    store = TaskStore(tmp_path / "tasks.db")
+    store.insert_task("t1", "k", '{"asset": "a-uuid"}', base_seed=1, seeds=[1], digest=body_digest('{"inline": "x"}'))
+    assert store.get_task("t1").body == '{"asset": "a-uuid"}', "an unfinished task's body is at hand (resync)"
+    store.update_task_status("t1", "success")
+    assert store.get_task("t1").body == "", "out of the cache once it ended"
+    assert TaskStore(tmp_path / "tasks.db", cached_tasks=0).get_task("t1").body == "", "and out of SQLite reads"
+    assert store.get_body("t1") == '{"asset": "a-uuid"}'
+    assert store.get_digest("t1") == body_digest('{"inline": "x"}')
+    assert store.get_body("missing") is None and store.get_digest("missing") is None
+
+
+def test_a_database_from_before_digests_compares_on_its_body(tmp_path):
+    import sqlite3
+
+    from farm.scheduler.store import body_digest
+
+    path = tmp_path / "tasks.db"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE tasks (task_uuid TEXT PRIMARY KEY, api_key TEXT, body TEXT NOT NULL, status TEXT NOT NULL,
+                            base_seed INTEGER, created_at REAL NOT NULL, updated_at REAL NOT NULL, error TEXT);
+        INSERT INTO tasks VALUES ('t1', NULL, '{"a":1}', 'queued', 7, 1.0, 1.0, NULL);
+    """)
+    old.commit()
+    old.close()
+    assert TaskStore(path).get_digest("t1") == body_digest('{"a":1}')
+
+
+def test_prune_deletes_ended_tasks_and_their_results_before_the_cutoff(tmp_path):
+    store = TaskStore(tmp_path / "tasks.db")
+    for name, status in (
+        ("old-done", "success"),
+        ("old-failed", "error"),
+        ("old-waiting", "queued"),
+        ("new", "cancelled"),
+    ):
+        store.insert_task(name, None, "{}", base_seed=1, seeds=[1, 2])
+        store.update_task_status(name, status)
+        store.get_task(name)  # cached
+    with store._lock:
+        store._db.execute("UPDATE tasks SET updated_at = 100 WHERE task_uuid LIKE 'old-%'")
+    assert store.prune(finished_before=200) == 2
+    assert store.get_task("old-done") is None and store.get_task("old-failed") is None
+    assert store.get_task("old-waiting").status == "queued"
+    assert store.get_task("new").status == "cancelled"
+    with store._lock:
+        orphans = store._db.execute("SELECT COUNT(*) FROM results WHERE task_uuid LIKE 'old-d%'").fetchone()[0]
+    assert orphans == 0
+    assert store.prune(finished_before=200) == 0
+
+
+@pytest.mark.parametrize("damage", ["random", "zeroed", "truncated"])
+def test_a_damaged_file_is_refused_naming_it_and_the_cause(tmp_path, damage):
+    import os
+
+    from farm.scheduler.store import StoreError
+
+    path = tmp_path / "tasks.db"
+    store = TaskStore(path)
+    for i in range(200):
+        store.insert_task(f"t{i}", "k", '{"x": "' + "y" * 2000 + '"}', base_seed=1, seeds=[1, 2])
+    store.close()
+    data = path.read_bytes()
+    damaged = {
+        "random": os.urandom(4096) + data[4096:],
+        "zeroed": bytes(len(data)),
+        "truncated": data[: len(data) * 6 // 10 + 123],
+    }[damage]
+    path.write_bytes(damaged)
+    with pytest.raises(StoreError) as refused:
+        TaskStore(path)
+    assert refused.value.path == path
+    assert str(path) in str(refused.value)
+    assert "malformed" in str(refused.value) or "not a database" in str(refused.value)
