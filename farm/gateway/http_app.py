@@ -6,6 +6,7 @@
     GET  /healthz              liveness (503 once shutdown begins)
     GET  /livez                liveness: the process answers (200 until it exits)
     GET  /readyz               readiness: admitting, the scheduler answers, warm pools are up
+    GET  /openapi.json         the OpenAPI 3.1 description of this face (built from the task schema)
 
 ``POST /v1`` speaks the seed platform's shapes, so a client of that platform works by changing its
 base URL: ``{"data": [...]}`` and/or ``{"errors": [{"code", "message", "parameter", "taskUUID"}]}``.
@@ -378,6 +379,12 @@ class RestFace:
         # content_type carries parameters (version, charset): set the raw header, not content_type=.
         return web.Response(body=body, headers={"Content-Type": content_type})
 
+    async def openapi(self, request: web.Request) -> web.Response:
+        """``GET /openapi.json``: the OpenAPI 3.1 description of this JSON face."""
+        from farm.gateway.openapi import openapi_document
+
+        return web.json_response(openapi_document())
+
     async def healthz(self, request: web.Request) -> web.Response:
         """``GET /healthz``: 200 while admitting, 503 while shutting down."""
         if not self.admitting:
@@ -423,4 +430,5 @@ def make_app(face: RestFace, *, max_request_bytes: int = MAX_REQUEST_BYTES) -> w
     app.router.add_get("/healthz", face.healthz)
     app.router.add_get("/livez", face.livez)
     app.router.add_get("/readyz", face.readyz)
+    app.router.add_get("/openapi.json", face.openapi)
     return app

@@ -2,41 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import ray
+from pydantic import BaseModel, ConfigDict, Field
 
 from farm.workers.actors import AudioWorker, VideoWorker
 from models.base import ModelProfile
 
 
-@dataclass(frozen=True, kw_only=True)
-class WorkerConfig:
-    """How many workers to run and what each asks Ray for."""
+class WorkerConfig(BaseModel):
+    """How many workers to run and what each asks Ray for (pydantic: a bad value is refused
+    naming the field and its bound)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: Video worker actors (one chunk at a time each).
-    video_workers: int = 2
+    video_workers: int = Field(default=2, ge=1)
     #: GPUs per video worker: 1 on a GPU node, 0 on a CPU-only machine.
-    gpus_per_worker: float = 0.0
+    gpus_per_worker: float = Field(default=0.0, ge=0)
     #: Logical CPUs per actor (scheduling only).
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float = Field(default=1.0, ge=0)
     #: torch intra-op threads in each actor (None: torch's default).
-    torch_threads: int | None = 1
+    torch_threads: int | None = Field(default=1, ge=1)
     #: Start the dedicated audio worker (profiles without audio never start it).
     audio_worker: bool = True
     #: How many dead workers the pool replaces before a render gives up.
-    max_replacements: int = 8
-
-    def __post_init__(self) -> None:
-        if self.video_workers < 1:
-            raise ValueError(f"video_workers must be >= 1, got {self.video_workers}")
-        if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
-            raise ValueError(
-                f"resources must be >= 0, got gpus_per_worker={self.gpus_per_worker}, "
-                f"cpus_per_worker={self.cpus_per_worker}"
-            )
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise ValueError(f"torch_threads must be >= 1 or None, got {self.torch_threads}")
+    max_replacements: int = Field(default=8, ge=0)
 
 
 class WorkerPool:
