@@ -1,7 +1,5 @@
 """``python -m farm.cli``."""
 
-import sys
+from farm.cli import run
 
-from farm.cli.main import main
-
-sys.exit(main())
+run()
