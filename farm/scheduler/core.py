@@ -79,7 +79,7 @@ from farm.scheduler.events import (
     TaskSpec,
 )
 from farm.scheduler.pools import PoolPolicy, PoolState
-from farm.scheduler.queue import TenantPolicy, Unit, WorkQueue
+from farm.scheduler.queue import TenantPolicy, Unit, UnitKind, WorkQueue
 from farm.workers.messages import AudioWork, ChunkWork, PromptWork
 
 if TYPE_CHECKING:
@@ -430,19 +430,8 @@ class SchedulerCore:
         for result in task.results.values():
             result.wants_audio = spec.settings.audio and profile.audio_factory is not None and not carried
         task.status = "queued"
-        self._push(
-            task,
-            Unit(
-                task_uuid=spec.task_uuid,
-                tenant=task.tenant,
-                pool=task.pool,
-                seq=task.seq,
-                kind="prompt",
-                priority=task.spec.priority,
-                # A prompt encode is a small fraction of a chunk's GPU time.
-                cost=_chunk_cost(task) * PROMPT_COST_SHARE,
-            ),
-        )
+        # A prompt encode is a small fraction of a chunk's GPU time.
+        self._push(task, self._unit(task, "prompt", cost=_chunk_cost(task) * PROMPT_COST_SHARE))
         self._ensure_pool(task.pool, "video", profile)
 
     def _plan(self, task: _Task, lead_frames: int) -> ClipPlan:
@@ -515,6 +504,19 @@ class SchedulerCore:
             raise RenderError(f"profile {profile.model_id!r} has no audio backend but settings.audio is true")
 
     # == dispatch =============================================================================
+
+    @staticmethod
+    def _unit(task: _Task, kind: UnitKind, *, pool: str | None = None, **fields: Any) -> Unit:
+        """A unit of ``task`` (its key, pool, age and priority) of ``kind``."""
+        return Unit(
+            task_uuid=task.spec.task_uuid,
+            tenant=task.tenant,
+            pool=pool or task.pool,
+            seq=task.seq,
+            kind=kind,
+            priority=task.spec.priority,
+            **fields,
+        )
 
     def _push(self, task: _Task, unit: Unit) -> None:
         unit.ready_at = self._clock()  # type: ignore[attr-defined]  # scheduling latency
@@ -853,33 +855,13 @@ class SchedulerCore:
             pool = self._pools[task.pool]
             gang = max(1, min(len(plan.chunks), pool.policy.max_workers))
             self._push(
-                task,
-                Unit(
-                    task_uuid=spec.task_uuid,
-                    tenant=task.tenant,
-                    pool=task.pool,
-                    seq=task.seq,
-                    kind="codenoise",
-                    result_index=result.index,
-                    priority=task.spec.priority,
-                    cost=cost * len(plan.chunks),
-                    gang=gang,
-                ),
+                task, self._unit(task, "codenoise", result_index=result.index, cost=cost * len(plan.chunks), gang=gang)
             )
         for chunk in [] if task.codenoise else plan.chunks[:1] if task.sequential else plan.chunks:
             self._push(
                 task,
-                Unit(
-                    task_uuid=spec.task_uuid,
-                    tenant=task.tenant,
-                    pool=task.pool,
-                    seq=task.seq,
-                    kind="chunk",
-                    result_index=result.index,
-                    index=chunk.index,
-                    priority=task.spec.priority,
-                    cost=cost,
-                    payload=(chunk, None),
+                self._unit(
+                    task, "chunk", result_index=result.index, index=chunk.index, cost=cost, payload=(chunk, None)
                 ),
             )
         if result.wants_audio:
@@ -888,16 +870,7 @@ class SchedulerCore:
             # On its own small pool: charged lightly, so audio does not eat the key's video share.
             self._push(
                 task,
-                Unit(
-                    task_uuid=spec.task_uuid,
-                    tenant=task.tenant,
-                    pool=audio_pool,
-                    seq=task.seq,
-                    kind="audio",
-                    result_index=result.index,
-                    priority=task.spec.priority,
-                    cost=cost * AUDIO_COST_SHARE,
-                ),
+                self._unit(task, "audio", pool=audio_pool, result_index=result.index, cost=cost * AUDIO_COST_SHARE),
             )
         elif task.prepared.carried_audio:
             self.executor.add_audio((spec.task_uuid, result.index), carried=task.prepared.conditioning)
@@ -972,19 +945,11 @@ class SchedulerCore:
         self.executor.add_chunk((task.spec.task_uuid, result.index), index, frames)
         if task.sequential and index + 1 < len(plan.chunks):
             nxt = plan.chunks[index + 1]
+            tail = (plan.chunks[index].start, frames)
             self._push(
                 task,
-                Unit(
-                    task_uuid=unit.task_uuid,
-                    tenant=unit.tenant,
-                    pool=unit.pool,
-                    seq=unit.seq,
-                    kind="chunk",
-                    result_index=result.index,
-                    index=nxt.index,
-                    priority=unit.priority,
-                    cost=unit.cost,
-                    payload=(nxt, (plan.chunks[index].start, frames)),
+                self._unit(
+                    task, "chunk", result_index=result.index, index=nxt.index, cost=unit.cost, payload=(nxt, tail)
                 ),
             )
         self._emit(
