@@ -67,7 +67,7 @@ from farm.domain.validation import parse_task
 from farm.render.executor import MediaConfig
 from farm.render.results import RenderResult, ResultTimings, result_seeds
 from farm.scheduler.actor import SchedulerClient
-from farm.scheduler.events import ResultOutcome, SchedulerEvent, Snapshot, TaskSpec
+from farm.scheduler.events import ResultOutcome, SchedulerEvent, Snapshot, TaskSnapshot, TaskSpec
 from farm.scheduler.progress import ProgressTracker
 from farm.scheduler.store import TaskStore, body_digest
 
@@ -217,16 +217,7 @@ class TaskManager:
         task = self._parse(raw_task)
         client_uuid = task.task_uuid
         digest = body_digest(canonical_body(raw_task))
-        refusal = None
-        with self._lock:
-            if not self._admitting:
-                refusal = QueueFullError("the farm is shutting down; retry later", retry_after_s=self._retry_after())
-            elif len(self._queued) + self._admitting_now >= self._max_queue:
-                refusal = QueueFullError(
-                    f"the queue is full ({self._max_queue} tasks waiting)", retry_after_s=self._retry_after()
-                )
-            else:
-                self._admitting_now += 1
+        refusal = self._admit_one()
         if refusal is not None:
             existing, _ = self._resolve(client_uuid, api_key)
             if existing is not None:
@@ -275,6 +266,18 @@ class TaskManager:
             self._set_queue_depth()
         self._publish(ProgressEvent(task_uuid=record.task_uuid, kind="queued", queue_position=position))
         return self._public(record, client_uuid)
+
+    def _admit_one(self) -> QueueFullError | None:
+        """Hold a place in the queue for a task being stored, or the refusal to give (full, stopping)."""
+        with self._lock:
+            if not self._admitting:
+                return QueueFullError("the farm is shutting down; retry later", retry_after_s=self._retry_after())
+            if len(self._queued) + self._admitting_now >= self._max_queue:
+                return QueueFullError(
+                    f"the queue is full ({self._max_queue} tasks waiting)", retry_after_s=self._retry_after()
+                )
+            self._admitting_now += 1
+            return None
 
     def get(self, task_uuid: str, api_key: str | None) -> TaskRecord:
         """The task and its results; ``TaskNotFoundError`` if absent or another key's."""
@@ -458,32 +461,36 @@ class TaskManager:
             if state is None:
                 self._hand_over_again(record, raw)
                 continue
-            # Still rendering (or ended while nobody listened): apply what the events would have said.
-            stored = {r.index: r for r in record.results}
-            for result in state.results:
-                if (
-                    result.outcome is not None
-                    and stored.get(result.index) is not None
-                    and stored[result.index].status not in _FINISHED
-                ):
-                    self._on_result_outcome(record.task_uuid, result.outcome)
-            with self._lock:
-                if state.status == "queued":
-                    self._queued[record.task_uuid] = None
-                else:
-                    self._running.add(record.task_uuid)
-            if state.status == "running" and record.status == "queued":
-                # It started while no gateway listened: record it as the ``running`` event would have.
-                self._on_running(SchedulerEvent(seq=snapshot.seq, kind="running", task_uuid=record.task_uuid))
-            if state.status in ("success", "error") and state.code is None:
-                self._finish_task(record.task_uuid)
-            elif state.status == "error":
-                self._fail(
-                    record.task_uuid, state.code or "renderFailed", state.message or "failed", parameter=state.parameter
-                )
-            elif state.status == "cancelled":
-                self._end_cancelled(record.task_uuid, state.message or "cancelled")
+            self._follow(record, state, snapshot.seq)
         self._set_queue_depth()
+
+    def _follow(self, record: TaskRecord, state: TaskSnapshot, seq: int) -> None:
+        """A task the scheduler holds: apply what its events said while nobody listened."""
+        # Still rendering (or ended while nobody listened): apply what the events would have said.
+        stored = {r.index: r for r in record.results}
+        for result in state.results:
+            if (
+                result.outcome is not None
+                and stored.get(result.index) is not None
+                and stored[result.index].status not in _FINISHED
+            ):
+                self._on_result_outcome(record.task_uuid, result.outcome)
+        with self._lock:
+            if state.status == "queued":
+                self._queued[record.task_uuid] = None
+            else:
+                self._running.add(record.task_uuid)
+        if state.status == "running" and record.status == "queued":
+            # It started while no gateway listened: record it as the ``running`` event would have.
+            self._on_running(SchedulerEvent(seq=seq, kind="running", task_uuid=record.task_uuid))
+        if state.status in ("success", "error") and state.code is None:
+            self._finish_task(record.task_uuid)
+        elif state.status == "error":
+            self._fail(
+                record.task_uuid, state.code or "renderFailed", state.message or "failed", parameter=state.parameter
+            )
+        elif state.status == "cancelled":
+            self._end_cancelled(record.task_uuid, state.message or "cancelled")
 
     def _hand_over_again(self, record: TaskRecord, raw: dict) -> None:
         """A task the scheduler does not hold: its unfinished results are handed over again (its
@@ -611,53 +618,49 @@ class TaskManager:
         if stored is None or stored.status in _FINISHED:
             return
         if outcome.status == "error":
-            failed = dataclasses.replace(
-                stored,
-                status="error",
-                seed=outcome.seed,
-                progress=1.0,
-                error_code=outcome.error_code,
-                error_message=outcome.error_message,
-                error_parameter=outcome.error_parameter,
-                webhook_status="pending" if task.webhook_url else stored.webhook_status,
-            )
-            self._store.upsert_result(failed)
-            if self._metrics:
-                self._metrics.result_finished("error")
-                self._metrics.render_failed(outcome.error_code or "renderFailed")
-            self._publish(
-                ProgressEvent(
-                    task_uuid=task_uuid,
-                    kind="result",
-                    result_index=outcome.index,
-                    message=outcome.error_message or "",
-                    extra=progress_extra(code=outcome.error_code, seed=outcome.seed),
-                )
-            )
-            self._call_hook(task, failed)
-            return
-        result = _render_result(task, outcome)
+            self._result_failed(task, stored, outcome)
+        else:
+            self._result_succeeded(task, record, stored, outcome)
+
+    def _result_failed(self, task: VideoInferenceTask, stored: ResultRecord, outcome: ResultOutcome) -> None:
+        """A result that failed on its own (safety, a chunk out of retries): stored, told, hooked."""
+        failed = dataclasses.replace(
+            stored,
+            status="error",
+            seed=outcome.seed,
+            progress=1.0,
+            error_code=outcome.error_code,
+            error_message=outcome.error_message,
+            error_parameter=outcome.error_parameter,
+            webhook_status="pending" if task.webhook_url else stored.webhook_status,
+        )
+        self._store.upsert_result(failed)
         if self._metrics:
-            self._metrics.observe_result(result)
+            self._metrics.result_finished("error")
+            self._metrics.render_failed(outcome.error_code or "renderFailed")
+        self._publish(
+            ProgressEvent(
+                task_uuid=stored.task_uuid,
+                kind="result",
+                result_index=outcome.index,
+                message=outcome.error_message or "",
+                extra=progress_extra(code=outcome.error_code, seed=outcome.seed),
+            )
+        )
+        self._call_hook(task, failed)
+
+    def _result_succeeded(
+        self, task: VideoInferenceTask, record: TaskRecord, stored: ResultRecord, outcome: ResultOutcome
+    ) -> None:
+        """A result whose file is final: into the artifact store (owned by its key), stored, hooked."""
+        if self._metrics:
+            self._metrics.observe_result(_render_result(task, outcome))
             self._metrics.result_finished("success")
         cost = None
         if task.include_cost:
             gpu_seconds = outcome.model_s * self._gpus + outcome.audio_s * min(self._gpus, 0.25)
             cost = round(gpu_seconds * self._price, 8)
-        path: Any = outcome.path
-        if self._artifacts is not None and outcome.path and outcome.video_uuid:
-            try:
-                # The owner is recorded: a result is a media input for its own key's tasks only.
-                artifact = self._artifacts.put(
-                    outcome.video_uuid,
-                    Path(outcome.path),
-                    output_format(task.output_format).content_type,
-                    task.ttl,
-                    owner_key=record.api_key,
-                )
-                path = getattr(artifact, "path", path)
-            except Exception:  # the file stays where it is; delivery reports the failure
-                log.exception("artifact store refused %s", outcome.video_uuid)
+        path = self._store_artifact(task, record, outcome)
         done = dataclasses.replace(
             stored,
             status="success",
@@ -673,8 +676,27 @@ class TaskManager:
         extra = progress_extra(
             video_uuid=outcome.video_uuid, seed=outcome.seed, extended_prompt=outcome.extended_prompt
         )
-        self._publish(ProgressEvent(task_uuid=task_uuid, kind="result", result_index=outcome.index, extra=extra))
+        self._publish(ProgressEvent(task_uuid=stored.task_uuid, kind="result", result_index=outcome.index, extra=extra))
         self._call_hook(task, done)
+
+    def _store_artifact(self, task: VideoInferenceTask, record: TaskRecord, outcome: ResultOutcome) -> Any:
+        """Move the file into the artifact store; its path there (or where it stays on failure)."""
+        path: Any = outcome.path
+        if self._artifacts is None or not outcome.path or not outcome.video_uuid:
+            return path
+        try:
+            # The owner is recorded: a result is a media input for its own key's tasks only.
+            artifact = self._artifacts.put(
+                outcome.video_uuid,
+                Path(outcome.path),
+                output_format(task.output_format).content_type,
+                task.ttl,
+                owner_key=record.api_key,
+            )
+            return getattr(artifact, "path", path)
+        except Exception:  # the file stays where it is; delivery reports the failure
+            log.exception("artifact store refused %s", outcome.video_uuid)
+            return path
 
     def _on_failed(self, event: SchedulerEvent) -> None:
         assert event.task_uuid is not None
