@@ -574,6 +574,9 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Event | None = None, fr
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await gateway.start()
+    # Again: joining Ray installs its own (abseil) SIGTERM handler, which would abort the process.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     print(
         f"farm gateway: gRPC on {config.host}:{gateway.grpc_port}, HTTP on {config.host}:{gateway.http_port}, "
         f"data in {config.data_dir}",

@@ -235,13 +235,16 @@ class LocalFinishing:
         self._core = FinisherCore(on_frames=on_frames)
         self._inboxes: dict[ResultKey, queue.SimpleQueue] = {}
         self._aborted: set[ResultKey] = set()
+        self._threads: list[threading.Thread] = []
 
     def open(self, key: ResultKey, spec: FinishSpec) -> None:
         inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._inboxes[key] = inbox
         self._aborted.discard(key)
         inbox.put(("open", spec))
-        threading.Thread(target=self._run, args=(key, inbox), name=f"finisher-{key[1]}", daemon=True).start()
+        thread = threading.Thread(target=self._run, args=(key, inbox), name=f"finisher-{key[1]}", daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
 
     def add_chunk(self, key: ResultKey, chunk_index: int, frames: Any) -> None:
         if key in self._inboxes:
@@ -265,9 +268,14 @@ class LocalFinishing:
     def forget(self, key: ResultKey) -> None:
         self._inboxes.pop(key, None)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Abort what is still open and wait for every finisher thread: when this returns, no
+        partial file of an aborted or refused result is left behind."""
         for key in list(self._inboxes):
             self.abort(key)
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
 
     def _run(self, key: ResultKey, inbox: queue.SimpleQueue) -> None:
         import ray
