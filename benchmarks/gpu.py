@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/gpu.py [--out gpu.md] [--steps 2] [--budget-s 420]
     .venv/bin/python benchmarks/gpu.py --dry-run      # no GPU: build the configs on "meta", count
     .venv/bin/python benchmarks/gpu.py --smoke        # no GPU: tiny models on the CPU, every stage
+    .venv/bin/python benchmarks/gpu.py --speed profiles/fast.yaml [--speed-model ID]  # + each speed option
 
 Nothing is downloaded. The Wan 2.1 T2V transformers (1.3B and 14B, the exact ``transformer``
 configs of ``Wan-AI/Wan2.1-T2V-{1.3B,14B}-Diffusers``) are built in bfloat16 straight on the GPU
@@ -23,6 +24,15 @@ output resolution). Measured, per resolution:
   5 after a warm-up that includes Triton's compile), with the largest difference between them;
 * **encode**: PyAV libx264 (preset fast, CRF 18) of the chunk at the output size, fed RGB (swscale
   converts, as the farm does today) or the yuv420p planes from the GPU.
+* **speed options** (with ``--speed profiles.yaml``): the ``speed:`` section of a YAML profile
+  (docs/profiles.md), read as the farm reads it and applied by the same functions
+  (``models.wan``), one option at a time, on the first transformer and the VAE: ``half_precision``
+  (a step and the VAE decode in that dtype; float32 kept off CUDA, as the farm does),
+  ``compile`` (the compiling forward, then a step), ``first_block_cache`` (a step that computes
+  every block and a step the cache skips: the bounds of a cached step; how many steps a trained
+  model skips is not measured with random weights) and ``vae_tiling`` (decode time and peak
+  memory in tiles). These run last, within the same ``--budget-s``: raise it (``--budget-s 900``)
+  when the default 8 minutes are spent before them.
 
 The kernel and encode stages run on a synthetic chunk (moving gradients + noise), not on the
 random VAE's output, whose noise would make x264 look slower than on real video.
@@ -37,6 +47,7 @@ what was skipped, and why, is printed and written with the table. Without a CUDA
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import io
 import os
@@ -89,6 +100,9 @@ LATENT_CHANNELS = 16
 PRIOR_FLOPS_PER_S = 2.0e14
 #: Estimates are multiplied by this before being compared with the time left.
 ESTIMATE_MARGIN = 1.3
+#: Before anything was measured: seconds ``torch.compile`` takes for a Wan transformer's first
+#: forward (a guess: ~30 s for the tiny one on 2 CPU cores; never measured on a GPU).
+PRIOR_COMPILE_S = 120.0
 FARM_OVERHEAD_ROW = "farm overhead (a chunk through the farm vs the bare pipeline)"
 
 
@@ -571,13 +585,20 @@ def bench_transformer(plan: Plan, name: str, table: Table, budget: Budget, state
 
 
 def denoising_steps(
-    plan: Plan, model: torch.nn.Module, config: dict[str, Any], res: Resolution, steps: int
+    plan: Plan,
+    model: torch.nn.Module,
+    config: dict[str, Any],
+    res: Resolution,
+    steps: int,
+    dtype: torch.dtype | None = None,
 ) -> tuple[float, float]:
-    """Seconds of a warm-up forward, and the mean seconds of ``steps`` CFG steps (2 forwards each)."""
+    """Seconds of a warm-up forward, and the mean seconds of ``steps`` CFG steps (2 forwards each);
+    inputs in ``dtype`` (default: the plan's)."""
+    dtype = dtype or plan.dtype
     generator = torch.Generator(device=plan.device).manual_seed(0)
-    latents = torch.randn(latent_shape(plan, res), generator=generator, device=plan.device, dtype=plan.dtype)
+    latents = torch.randn(latent_shape(plan, res), generator=generator, device=plan.device, dtype=dtype)
     cond, uncond = (
-        torch.randn((1, TEXT_TOKENS, config["text_dim"]), generator=generator, device=plan.device, dtype=plan.dtype)
+        torch.randn((1, TEXT_TOKENS, config["text_dim"]), generator=generator, device=plan.device, dtype=dtype)
         for _ in range(2)
     )
     timestep = torch.tensor([999.0], device=plan.device)
@@ -595,6 +616,184 @@ def count_parameters_estimate(config: dict[str, Any]) -> float:
     """Parameters of a Wan transformer config, closely enough for a time estimate."""
     d = config["num_attention_heads"] * config["attention_head_dim"]
     return config["num_layers"] * (8 * d * d + 2 * d * config["ffn_dim"]) + config["text_dim"] * d
+
+
+# ------------------------------------------------------------------------------- speed options
+
+
+def read_speed_options(path: Path, model_id: str | None) -> tuple[str, Any]:
+    """``(model id, models.wan.SpeedOptions)`` of a profiles YAML: the profile ``model_id``, or the
+    first one that sets ``speed:``. Read through the farm's own loader and factory keywords, so
+    the options are exactly what a worker would apply."""
+    from models.profile_config import load_profiles
+    from models.wan import SpeedOptions
+
+    profiles = load_profiles(path)
+    for profile in profiles:
+        if (model_id is None and profile.extra.get("speed")) or profile.model_id == model_id:
+            keywords = profile.video_factory.keywords
+            fields = ("half_precision", "compile_mode", "first_block_cache", "vae_tiling")
+            return profile.model_id, SpeedOptions(**{key: keywords[key] for key in fields if key in keywords})
+    wanted = f"profile {model_id!r}" if model_id else "a profile with a speed: section"
+    raise SystemExit(f"{path}: no {wanted} (profiles: {', '.join(p.model_id for p in profiles) or 'none'})")
+
+
+def cached_steps(
+    plan: Plan, model: torch.nn.Module, config: dict[str, Any], res: Resolution
+) -> tuple[float, float, str]:
+    """First Block Cache on ``model``: seconds of a step that computes every block, of one the
+    cache skips (the same inputs again), and how many block forwards the two steps computed."""
+    from models.wan import reset_step_cache
+
+    generator = torch.Generator(device=plan.device).manual_seed(0)
+    dtype = next(model.parameters()).dtype
+    latents = torch.randn(latent_shape(plan, res), generator=generator, device=plan.device, dtype=dtype)
+    embeds = {
+        name: torch.randn((1, TEXT_TOKENS, config["text_dim"]), generator=generator, device=plan.device, dtype=dtype)
+        for name in ("cond", "uncond")
+    }
+    timestep = torch.tensor([999.0], device=plan.device)
+    computed = [0]
+    hooks = [
+        block.ffn.register_forward_pre_hook(lambda module, args: computed.__setitem__(0, computed[0] + 1))
+        for block in model.blocks
+    ]
+
+    def step() -> None:
+        for name, embed in embeds.items():
+            with model.cache_context(name):
+                model(hidden_states=latents, timestep=timestep, encoder_hidden_states=embed, return_dict=False)
+
+    try:
+        with torch.inference_mode():
+            reset_step_cache(model)
+            step()  # warm-up
+            reset_step_cache(model)
+            computed[0] = 0
+            full_s, _ = timed(step, plan.device)
+            cached_s, _ = timed(step, plan.device)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    blocks = 2 * 2 * len(model.blocks)
+    return full_s, cached_s, f"{computed[0]} of {blocks} block forwards computed in the two steps"
+
+
+def bench_speed(plan: Plan, options: Any, table: Table, budget: Budget, state: dict, max_steps: int) -> None:
+    """Each speed option alone, on a fresh copy of the first model and of the VAE, at every
+    resolution whose estimate fits the time left."""
+    from models.wan import compile_transformer, enable_first_block_cache, half_precision_dtype
+
+    name = next(iter(plan.models))
+    config = plan.models[name]
+    half = half_precision_dtype(options, plan.device)
+    fallback = f"{options.half_precision} applies on CUDA only: float32 kept, as the farm does"
+    build_s = 2.0 + count_parameters_estimate(config) * 2 / 10e9  # as bench_transformer guesses it
+
+    def half_precision_step(model: torch.nn.Module, res: Resolution) -> str:
+        model.to(dtype=half)
+        _, step_s = denoising_steps(plan, model, config, res, max_steps, dtype=half)
+        return f"{seconds(step_s)} / step in {options.half_precision}"
+
+    def cached_step(model: torch.nn.Module, res: Resolution) -> str:
+        enable_first_block_cache(model, options.first_block_cache)
+        full_s, cached_s, computed = cached_steps(plan, model, config, res)
+        return (
+            f"threshold {options.first_block_cache:g}: computing step {seconds(full_s)}, "
+            f"cached step {seconds(cached_s)} ({computed})"
+        )
+
+    def compiled_step(model: torch.nn.Module, res: Resolution) -> str:
+        compile_transformer(model, options.compile_mode)
+        first_s, step_s = denoising_steps(plan, model, config, res, max_steps)
+        return f"{options.compile_mode}: {seconds(step_s)} / step; compiling forward {seconds(first_s)}"
+
+    for res in plan.resolutions:
+        forward_s = forward_flops(config, transformer_tokens(plan, config, res)) / state["flops_per_s"]
+        runs: list[tuple[str, float, Callable[[torch.nn.Module, Resolution], str]]] = []
+        if options.half_precision is not None:
+            if half is None:
+                table.set(f"speed: {name} half_precision", res.name, fallback)
+            else:
+                runs.append(("half_precision", forward_s * (1 + 2 * max_steps), half_precision_step))
+        if options.first_block_cache is not None:
+            runs.append(("first_block_cache", forward_s * 8, cached_step))
+        if options.compile_mode is not None:
+            runs.append(("compile", PRIOR_COMPILE_S + forward_s * (1 + 2 * max_steps), compiled_step))
+        for option, estimate_s, measure in runs:
+            row = f"speed: {name} {option}"
+            if not budget.fits(build_s + estimate_s):
+                why = f"estimated {ESTIMATE_MARGIN * (build_s + estimate_s):.0f} s > {budget.left():.0f} s left"
+                table.skip(f"{row} at {res.name}", why, [row], res.name)
+                continue
+            try:
+                model = build_transformer(config, plan.device, plan.dtype)
+                cell = measure(model, res)
+            except Exception as exc:  # noqa: BLE001 -- a failing option is recorded, the run goes on
+                cell = f"failed ({table.fail(f'{row} at {res.name}', exc)})"
+            table.set(row, res.name, cell)
+            model = None
+            free(plan.device)
+        bench_speed_vae(plan, options, half, res, table, budget, state.get("vae_s", {}).get(res.name, 0.0))
+
+
+def bench_speed_vae(
+    plan: Plan, options: Any, half: torch.dtype | None, res: Resolution, table: Table, budget: Budget, decode_s: float
+) -> None:
+    """The VAE decode of one chunk in ``half`` precision, and in tiles (``decode_s``: untiled, in
+    float32, from the first stage: the estimate)."""
+    from diffusers import AutoencoderKLWan
+
+    from models.wan import enable_vae_tiling
+
+    runs: list[tuple[str, torch.dtype, tuple[int, int] | None]] = []
+    if options.half_precision is not None:
+        row = f"speed: VAE decode in {options.half_precision}"
+        if half is None:
+            table.set(row, res.name, f"{options.half_precision} applies on CUDA only: float32 kept, as the farm does")
+        else:
+            runs.append((row, half, None))
+    if options.vae_tiling is not None:
+        runs.append(
+            (
+                "speed: VAE decode, tiles {} px, stride {}".format(*options.vae_tiling),
+                plan.vae_dtype,
+                options.vae_tiling,
+            )
+        )
+    for row, dtype, tiling in runs:
+        # Tiles decode their overlaps twice: up to (tile / stride)^2 of the work, 1.8x at the defaults.
+        estimate_s = decode_s * (1.0 if tiling is None else (tiling[0] / tiling[1]) ** 2)
+        if not budget.fits(estimate_s + 5):
+            table.skip(
+                f"{row} at {res.name}", f"estimated {estimate_s:.0f} s > {budget.left():.0f} s left", [row], res.name
+            )
+            continue
+        try:
+            vae = build_random(AutoencoderKLWan, plan.vae_config, plan.device, dtype)
+            if tiling is not None:
+                enable_vae_tiling(vae, *tiling)
+            seconds_taken = decode_seconds(dataclasses.replace(plan, vae_dtype=dtype), vae, res)
+            table.set(row, res.name, f"{seconds(seconds_taken)}, peak {peak_memory(plan.device)}")
+        except Exception as exc:  # noqa: BLE001 -- e.g. out of memory
+            table.set(row, res.name, f"failed ({table.fail(f'{row} at {res.name}', exc)})")
+        vae = None
+        free(plan.device)
+
+
+def decode_seconds(plan: Plan, vae: torch.nn.Module, res: Resolution) -> float:
+    """Seconds of one chunk's VAE decode after a 1-frame warm-up (the peak memory is reset before
+    it), on the latents ``bench_vae`` decodes."""
+    generator = torch.Generator(device=plan.device).manual_seed(0)
+    latents = torch.randn(latent_shape(plan, res), generator=generator, device=plan.device, dtype=plan.vae_dtype)
+    mean = torch.tensor(vae.config.latents_mean, device=plan.device, dtype=plan.vae_dtype).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, device=plan.device, dtype=plan.vae_dtype).view(1, -1, 1, 1, 1)
+    latents = latents * std + mean
+    with torch.inference_mode():
+        vae.decode(latents[:, :, :1], return_dict=False)
+        reset_peak(plan.device)
+        decode_s, _ = timed(lambda: vae.decode(latents, return_dict=False)[0], plan.device)
+    return decode_s
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -638,6 +837,7 @@ def run(plan: Plan, args: argparse.Namespace, budget: Budget) -> tuple[str, bool
     triton_ok = triton_installed() and (plan.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
     # 1. Model-independent stages: VAE decode, copies, kernels, encode (cheap, so first).
     vae = build_random(AutoencoderKLWan, plan.vae_config, plan.device, plan.vae_dtype)
+    vae_seconds: dict[str, float] = {}
     previous_s = None
     for index, res in enumerate(plan.resolutions):
         if previous_s is not None:
@@ -653,7 +853,7 @@ def run(plan: Plan, args: argparse.Namespace, budget: Budget) -> tuple[str, bool
                 continue
         start = time.monotonic()
         try:
-            bench_vae(plan, vae, res, table)
+            vae_seconds[res.name] = bench_vae(plan, vae, res, table)
             free(plan.device)
             bench_kernels(plan, res, table, triton_ok)
         except Exception as exc:  # noqa: BLE001 -- record it, go on with the next stage
@@ -664,9 +864,14 @@ def run(plan: Plan, args: argparse.Namespace, budget: Budget) -> tuple[str, bool
     del vae
     free(plan.device)
     # 2. The transformers, smallest first; the throughput measured recalibrates the estimates.
-    state = {"flops_per_s": PRIOR_FLOPS_PER_S}
+    state: dict[str, Any] = {"flops_per_s": PRIOR_FLOPS_PER_S, "vae_s": vae_seconds}
     for name in plan.models:
         bench_transformer(plan, name, table, budget, state, args.steps)
+    # 3. The speed options of a profile, one at a time (--speed).
+    if args.speed is not None:
+        model_id, options = read_speed_options(args.speed, args.speed_model)
+        print(f"speed options of {model_id}: {options}", flush=True)
+        bench_speed(plan, options, table, budget, state, args.steps)
     # TODO(farm): wire this row: render the same chunk through the farm (Ray worker, stitcher,
     # encoder) and subtract the bare pipeline's time. Left to the farm's owner.
     for res in plan.resolutions:
@@ -683,6 +888,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2, help="timed denoising steps per model and resolution (max)")
     parser.add_argument("--budget-s", type=float, default=420.0, help="time budget for the measurements")
     parser.add_argument("--vae-dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument(
+        "--speed", type=Path, help="a profiles YAML: time each option of its speed: section (docs/profiles.md)"
+    )
+    parser.add_argument("--speed-model", help="the profile of --speed to read (default: the first with speed:)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="build the real configs on the meta device, print counts")
     mode.add_argument("--smoke", action="store_true", help="tiny models on the CPU (checks the script, not a GPU)")

@@ -27,7 +27,9 @@ from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from models.base import ModelProfile
 from models.profiles import (
+    COMPILE_MODES,
     CONDITIONING_PIPELINES,
+    HALF_PRECISIONS,
     VIDEO_PIPELINES,
     WAN_TEMPORAL_STRIDE,
     InvalidProfileField,
@@ -96,9 +98,9 @@ def _one_of(*choices: str) -> PlainValidator:
     """A string that is exactly one of ``choices``."""
 
     def check(value: Any) -> str:
-        if not isinstance(value, str) or not value.strip():
+        if isinstance(value, str) and not value.strip():
             raise _error(f"must be a non-empty string, got {_REPR.repr(value)}")
-        if value not in choices:
+        if value not in choices:  # a non-string too (``compile: true``): the choices say what fits
             raise _error(f"must be one of {', '.join(choices)}, got {_REPR.repr(value)}")
         return value
 
@@ -236,6 +238,59 @@ class SafetyCheckerSpec(_Section):
         return options
 
 
+class VaeTilingSpec(_Section):
+    """``speed.vae_tiling`` as a mapping: square tiles of ``tile`` pixels, ``stride`` apart."""
+
+    #: Defaults: diffusers' own for the Wan VAE (1080p decodes in 40 tiles overlapping by 64 px).
+    tile: int = Field(default=256, ge=16)
+    stride: int = Field(default=192, ge=8)
+
+    @model_validator(mode="after")
+    def _overlapping(self) -> Self:
+        errors: list[InitErrorDetails] = []
+        for key, value in (("tile", self.tile), ("stride", self.stride)):
+            if value % 8:
+                errors.append(_at(key, f"must be a multiple of 8 (the Wan VAE's spatial stride), got {value}", value))
+        if not errors and self.stride >= self.tile:
+            errors.append(
+                _at("stride", f"must be below tile ({self.tile}) so that tiles overlap, got {self.stride}", self.stride)
+            )
+        _raise(errors, type(self).__name__)
+        return self
+
+
+def _vae_tiling(value: Any) -> VaeTilingSpec | None:
+    if value is True:
+        return VaeTilingSpec()
+    if value is False:
+        return None
+    if not isinstance(value, Mapping):
+        raise _error(f"must be true, false or a mapping with tile and stride, got {_REPR.repr(value)}")
+    return VaeTilingSpec.model_validate(value)  # its errors keep their keys (speed.vae_tiling.tile)
+
+
+class SpeedSpec(_Section):
+    """``speed``: opt-in speed-ups of the video model, all off by default (``models.wan.SpeedOptions``)."""
+
+    #: Transformer and VAE in this dtype on CUDA; float32 on the CPU.
+    half_precision: Annotated[str, _one_of(*HALF_PRECISIONS)] | None = None
+    #: ``torch.compile`` of the transformer, in this mode.
+    compile: Annotated[str, _one_of(*COMPILE_MODES)] | None = None
+    #: diffusers' First Block Cache with this threshold.
+    first_block_cache: float | None = Field(default=None, gt=0)
+    vae_tiling: Annotated[VaeTilingSpec | None, PlainValidator(_vae_tiling)] = None
+
+    def options(self) -> dict[str, Any]:
+        """``wan_profile``'s keyword arguments."""
+        tiling = self.vae_tiling
+        return {
+            "half_precision": self.half_precision,
+            "compile_mode": self.compile,
+            "first_block_cache": self.first_block_cache,
+            "vae_tiling": None if tiling is None else (tiling.tile, tiling.stride),
+        }
+
+
 class ProfileSpec(_Section):
     """One item of a file's ``profiles`` list (``docs/profiles.md`` lists every key)."""
 
@@ -254,6 +309,7 @@ class ProfileSpec(_Section):
     chunk_mode: Annotated[
         Literal["parallel", "sequential", "codenoise"], _one_of("parallel", "sequential", "codenoise")
     ] = "parallel"
+    speed: SpeedSpec | None = None
 
     @model_validator(mode="after")
     def _renderable(self) -> Self:
@@ -284,7 +340,7 @@ class ProfileSpec(_Section):
 
 
 #: Sections that may be left out or null.
-_OPTIONAL_SECTIONS = {"audio", "prompt_extender", "safety_checker"}
+_OPTIONAL_SECTIONS = {"audio", "prompt_extender", "safety_checker", "speed"}
 
 
 def _message(error: ErrorDetails) -> str:
@@ -309,6 +365,8 @@ def _message(error: ErrorDetails) -> str:
         return f"must be a non-empty list of strings, got {_REPR.repr(value)}"
     if kind == "greater_than_equal":
         return f"must be >= {context['ge']:g}, got {value}"
+    if kind == "greater_than":
+        return f"must be > {context['gt']:g}, got {value}"
     return error["msg"]
 
 
@@ -398,6 +456,7 @@ def _build(spec: ProfileSpec, source: str) -> ModelProfile:
         description=spec.description,
         prompt_extender_factory=extender,
         safety_factory=checker,
+        **(spec.speed.options() if spec.speed is not None else {}),
         # wan_profile sets the typed ModelProfile.chunk_mode (and takes_conditioning, from the
         # pipeline) from these; "chunk_mode" stays in extra for `farm models` and older readers.
         extra={
@@ -419,7 +478,11 @@ def parse_profile(raw: Any, *, source: str = "<profiles>", where: str = "profile
         spec = ProfileSpec.model_validate(raw)
     except ValidationError as error:
         raise _config_error(error, source, where) from None
-    return _build(spec, source)
+    try:
+        return _build(spec, source)
+    except InvalidProfileField as exc:
+        # wan_profile's rules across sections (e.g. speed.first_block_cache with chunk_mode codenoise).
+        raise ProfileConfigError(f"{source}: {where}.{exc.field}: {exc.reason}") from None
 
 
 def parse_profiles(document: Any, *, source: str = "<profiles>") -> list[ModelProfile]:

@@ -177,11 +177,33 @@ def hub_kwargs() -> dict[str, Any]:
     return {"local_files_only": True} if hub_offline() else {}
 
 
-def _load_wan(weights: str, **kwargs) -> WanVideoBackend:
-    from models.wan import WanVideoBackend
+#: Speed options of ``wan_profile`` (the ``speed:`` section of a YAML profile), kept in step with
+#: ``models.wan`` (not imported here: it pulls in diffusers; a test checks they agree).
+HALF_PRECISIONS = ("bfloat16", "float16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+FIRST_BLOCK_CACHE_PIPELINES = ("WanPipeline", "WanVACEPipeline")
+
+
+def _load_wan(
+    weights: str,
+    *,
+    half_precision: str | None = None,
+    compile_mode: str | None = None,
+    first_block_cache: float | None = None,
+    vae_tiling: tuple[int, int] | None = None,
+    **kwargs,
+) -> WanVideoBackend:
+    from models.wan import SpeedOptions, WanVideoBackend
 
     kwargs["torch_dtype"] = _dtype(kwargs.get("torch_dtype"))  # a name until the worker loads
-    return WanVideoBackend.from_pretrained(weights, **kwargs, **hub_kwargs())
+    # Plain values until here too: the options object (and torch) exist only in the worker.
+    speed = SpeedOptions(
+        half_precision=half_precision,
+        compile_mode=compile_mode,
+        first_block_cache=first_block_cache,
+        vae_tiling=vae_tiling,
+    )
+    return WanVideoBackend.from_pretrained(weights, speed=speed, **kwargs, **hub_kwargs())
 
 
 def _load_stable_audio(weights: str, **kwargs) -> StableAudioBackend:
@@ -229,6 +251,66 @@ def check_windows(window_frames: int, overlap_frames: int, stride: int = WAN_TEM
         )
 
 
+def _checked_speed(
+    pipeline: str,
+    torch_dtype: str | None,
+    chunk_mode: str,
+    *,
+    half_precision: str | None = None,
+    compile_mode: str | None = None,
+    first_block_cache: float | None = None,
+    vae_tiling: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """``wan_profile``'s speed options checked against the rest of the profile: the ones set, as the
+    YAML writes them (``{}`` for none). ``InvalidProfileField`` names an option by its YAML path."""
+    speed: dict[str, Any] = {}
+    if half_precision is not None:
+        if half_precision not in HALF_PRECISIONS:
+            raise InvalidProfileField(
+                "speed.half_precision", f"must be one of {', '.join(HALF_PRECISIONS)}, got {half_precision!r}"
+            )
+        if torch_dtype is not None:
+            # Both would set the transformer's dtype on a GPU; one rule is easier to read.
+            raise InvalidProfileField(
+                "speed.half_precision",
+                f"sets the transformer's dtype on CUDA: leave video.dtype auto, got {torch_dtype}",
+            )
+        speed["half_precision"] = half_precision
+    if compile_mode is not None:
+        if compile_mode not in COMPILE_MODES:
+            raise InvalidProfileField(
+                "speed.compile", f"must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}"
+            )
+        speed["compile"] = compile_mode
+    if first_block_cache is not None:
+        if not first_block_cache > 0:
+            raise InvalidProfileField("speed.first_block_cache", f"must be > 0, got {first_block_cache}")
+        if pipeline not in FIRST_BLOCK_CACHE_PIPELINES:
+            raise InvalidProfileField(
+                "speed.first_block_cache",
+                f"needs {' or '.join(FIRST_BLOCK_CACHE_PIPELINES)} (diffusers has no First Block Cache for "
+                f"{pipeline}'s transformer blocks), got {pipeline}",
+            )
+        if chunk_mode == "codenoise":
+            # Co-denoised windows take their steps interleaved on one transformer: they would
+            # compare their first blocks with each other's and reuse each other's residuals.
+            raise InvalidProfileField(
+                "speed.first_block_cache",
+                "cannot be used with chunk_mode codenoise (the windows would share one cache)",
+            )
+        speed["first_block_cache"] = first_block_cache
+    if vae_tiling is not None:
+        tile, stride = vae_tiling
+        if tile % 8 or stride % 8 or not 0 < stride < tile:
+            raise InvalidProfileField(
+                "speed.vae_tiling",
+                f"needs tile and stride multiples of 8 (the Wan VAE's stride) with 0 < stride < tile, "
+                f"got tile {tile}, stride {stride}",
+            )
+        speed["vae_tiling"] = {"tile": tile, "stride": stride}
+    return speed
+
+
 def wan_profile(
     model_id: str,
     *,
@@ -250,6 +332,10 @@ def wan_profile(
     prompt_extender_factory: Callable[[], PromptExtender] | None = None,
     safety_factory: Callable[[], SafetyChecker] | None = None,
     extra: Mapping[str, Any] | None = None,
+    half_precision: str | None = None,
+    compile_mode: str | None = None,
+    first_block_cache: float | None = None,
+    vae_tiling: tuple[int, int] | None = None,
 ) -> ModelProfile:
     """A profile rendering with real Wan-family weights (+ Stable Audio, unless ``audio_weights`` is None).
 
@@ -261,15 +347,38 @@ def wan_profile(
     defaults to ``dtype``, except that bf16 becomes the audio backend's default (fp16/fp32).
     ``device`` defaults to the worker's GPU when it has one. The defaults match Wan 2.1 at 480p:
     81-frame windows (its training length), 17 frames of overlap, about 832x480 pixels.
-    ``extra`` is merged over the profile's own ``extra`` (pipeline, weights, dtype, audio_weights).
-    Raises ``InvalidProfileField`` (a ``ValueError``) for a pipeline, window or overlap it cannot render.
+    ``extra`` is merged over the profile's own ``extra`` (pipeline, weights, dtype, audio_weights,
+    and ``speed``: the speed options set, when any is).
+
+    The speed options (``models.wan.SpeedOptions``; the ``speed:`` keys of a YAML profile, all off
+    by default) travel as plain values and are applied in the worker: ``half_precision``
+    (``"bfloat16"``/``"float16"``: transformer and VAE on CUDA, float32 elsewhere; needs ``dtype``
+    auto), ``compile_mode`` (a ``torch.compile`` mode, ``"default"`` included), ``first_block_cache``
+    (the threshold, > 0; ``WanPipeline``/``WanVACEPipeline`` only, not with ``chunk_mode`` codenoise)
+    and ``vae_tiling`` (``(tile, stride)`` pixels, multiples of 8, ``stride < tile``).
+    Raises ``InvalidProfileField`` (a ``ValueError``) for a pipeline, window, overlap or speed
+    option it cannot render; a speed option's ``field`` is its YAML path (``speed.compile``).
     """
     if pipeline not in VIDEO_PIPELINES:
         raise InvalidProfileField("pipeline", f"must be one of {', '.join(VIDEO_PIPELINES)}, got {pipeline!r}")
     check_windows(window_frames, overlap_frames)
     torch_dtype = _dtype_key(dtype)
+    chunk_mode = str((extra or {}).get("chunk_mode", "parallel"))
+    speed_kwargs: dict[str, Any] = {
+        "half_precision": half_precision,
+        "compile_mode": compile_mode,
+        "first_block_cache": first_block_cache,
+        "vae_tiling": None if vae_tiling is None else (int(vae_tiling[0]), int(vae_tiling[1])),
+    }
+    speed_kwargs = {key: value for key, value in speed_kwargs.items() if value is not None}
+    speed = _checked_speed(pipeline, torch_dtype, chunk_mode, **speed_kwargs)
     video_factory: Callable[[], VideoBackend] = functools.partial(
-        _load_wan, weights, pipeline=pipeline, torch_dtype=torch_dtype, device=device
+        _load_wan,
+        weights,
+        pipeline=pipeline,
+        torch_dtype=torch_dtype,
+        device=device,
+        **speed_kwargs,
     )
     audio_factory: Callable[[], AudioBackend] | None = None
     if audio_weights is not None:
@@ -300,12 +409,13 @@ def wan_profile(
         prompt_extender_factory=prompt_extender_factory,
         safety_factory=safety_factory,
         takes_conditioning=pipeline in CONDITIONING_PIPELINES,
-        chunk_mode=str((extra or {}).get("chunk_mode", "parallel")),
+        chunk_mode=chunk_mode,
         extra={
             "pipeline": pipeline,
             "weights": weights,
             "dtype": _dtype_name(torch_dtype),
             "audio_weights": audio_weights,
+            **({"speed": speed} if speed else {}),
             **(extra or {}),
         },
     )

@@ -11,14 +11,23 @@ VACE always conditions on a source video: a text-only chunk gets an all-zero one
 encodes like any other. Those latents depend only on the chunk's shape, so the backend computes
 them once per shape and reuses them (``conditioning_cache_info``); measured on the tiny default,
 the encode was 45% of a text-only chunk's time.
+
+Speed options (``SpeedOptions``, the ``speed:`` section of a YAML profile, docs/profiles.md) are
+applied once, when the backend is built, each by its own function so ``benchmarks/gpu.py`` times
+the very same code: half precision for the transformer and the VAE (on CUDA only), VAE tiling
+(``enable_vae_tiling``), diffusers' First Block Cache (``enable_first_block_cache``, with a
+correction for VACE's control hints) and ``torch.compile`` of the transformer
+(``compile_transformer``). All are off unless asked for; the embedded tiny default asks for none.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import diffusers
@@ -33,6 +42,18 @@ from models.weights import DEFAULT_WAN_WEIGHTS
 
 #: Text tokens Wan 2.1 was trained with (``text_len`` of the original code).
 WAN_MAX_SEQUENCE_LENGTH = 512
+
+log = logging.getLogger(__name__)
+
+#: ``SpeedOptions.half_precision`` values (``speed.half_precision``; ``models.profiles`` keeps the same list).
+HALF_PRECISIONS = ("bfloat16", "float16")
+
+#: ``SpeedOptions.compile_mode`` values: ``torch.compile``'s modes, ``default`` being its ``mode=None``.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+#: Pipelines whose transformer blocks diffusers 0.42's First Block Cache knows (``WanTransformerBlock``;
+#: SkyReels V2's blocks are not in its registry, so it cannot hook them).
+FIRST_BLOCK_CACHE_PIPELINES = ("WanPipeline", "WanVACEPipeline")
 
 
 #: Blank conditioning latents a backend keeps (one per chunk shape; a worker renders few shapes:
@@ -153,6 +174,153 @@ class _BlankConditioningCache:
         return CacheInfo(hits=self.hits, misses=self.misses, maxsize=self.maxsize, currsize=len(self._latents))
 
 
+@dataclass(frozen=True, kw_only=True)
+class SpeedOptions:
+    """Opt-in speed-ups a ``WanVideoBackend`` applies once, when it is built; all off by default.
+
+    The ``speed:`` section of a YAML profile (docs/profiles.md lists the rules and the drift each
+    one was measured to cause on the tiny models):
+
+    - ``half_precision``: ``"bfloat16"`` or ``"float16"``: the transformer and the VAE run in it on
+      CUDA. On any other device they stay in float32 (a warning says so), so a GPU profile still
+      renders, unchanged, on a CPU worker;
+    - ``compile_mode``: compile the transformer with ``torch.compile`` in this mode (one of
+      ``COMPILE_MODES``); each new chunk shape compiles on its first forward;
+    - ``first_block_cache``: diffusers' First Block Cache with this threshold (> 0): a step whose
+      first block changed its residual by less than the threshold (relative mean absolute
+      difference) reuses the other blocks' residual from the step before;
+    - ``vae_tiling``: ``(tile, stride)`` in pixels: the VAE decodes (and encodes) frames larger
+      than ``tile`` in overlapping tiles, ``stride`` apart, to bound its memory at 1080p.
+    """
+
+    half_precision: str | None = None
+    compile_mode: str | None = None
+    first_block_cache: float | None = None
+    vae_tiling: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.half_precision is not None and self.half_precision not in HALF_PRECISIONS:
+            raise ValueError(f"half_precision must be one of {', '.join(HALF_PRECISIONS)}, got {self.half_precision!r}")
+        if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
+        if self.first_block_cache is not None and not self.first_block_cache > 0:
+            raise ValueError(f"first_block_cache must be > 0, got {self.first_block_cache}")
+        if self.vae_tiling is not None:
+            tile, stride = self.vae_tiling
+            if not 0 < stride < tile:
+                raise ValueError(
+                    f"vae_tiling needs 0 < stride < tile (tiles must overlap), got tile {tile}, stride {stride}"
+                )
+
+
+def half_precision_dtype(speed: SpeedOptions, device: str | torch.device) -> torch.dtype | None:
+    """The dtype ``speed.half_precision`` gives the transformer and the VAE on ``device``: None
+    (float32 kept) unless it is asked for and ``device`` is CUDA."""
+    if speed.half_precision is None or torch.device(device).type != "cuda":
+        return None
+    return getattr(torch, speed.half_precision)
+
+
+def enable_vae_tiling(vae: AutoencoderKLWan, tile: int, stride: int) -> None:
+    """Decode (and encode) frames larger than ``tile`` pixels in ``tile`` x ``tile`` tiles ``stride`` apart.
+
+    Neighbouring tiles overlap by ``tile - stride`` pixels and are blended linearly there. Both must
+    be multiples of the VAE's spatial stride (8 for Wan 2.1): diffusers divides them by it and
+    would otherwise round the tiles silently.
+    """
+    spatial = int(vae.config.scale_factor_spatial)
+    if tile % spatial or stride % spatial or not 0 < stride < tile:
+        raise ValueError(
+            f"vae_tiling needs tile and stride multiples of the VAE's spatial stride ({spatial}) with "
+            f"0 < stride < tile, got tile {tile}, stride {stride}"
+        )
+    vae.enable_tiling(
+        tile_sample_min_height=tile,
+        tile_sample_min_width=tile,
+        tile_sample_stride_height=stride,
+        tile_sample_stride_width=stride,
+    )
+
+
+class _VaceHintCorrection:
+    """Takes VACE's control hints back out of the blocks First Block Cache skipped.
+
+    ``WanVACETransformer3DModel`` adds a control hint to the hidden states after each block of
+    ``vace_layers``, outside the blocks. First Block Cache reuses the residual between the first
+    block's output and the last block's, which already holds the hints of every VACE layer but the
+    last; in a skipped step the skipped blocks pass their input through, and the transformer adds
+    those hints again. Measured on the tiny VACE (12 steps, threshold 0.05), that doubled the drift
+    of a cached render (mean 1.07 levels of 255 instead of 0.14 with this correction, the
+    ``WanPipeline`` level). So after a skipped block ``j`` this subtracts the hint the transformer
+    added after block ``j - 1`` (the current step's, recorded from ``vace_blocks``), which leaves
+    exactly the cached residual plus the last layer's fresh hint.
+
+    A skipped block returns its input tensor itself (diffusers' ``FBCBlockHook``); a computed one
+    never does: that identity is how a skip is recognised, without reading the hooks' state.
+    """
+
+    def __init__(self, transformer: torch.nn.Module) -> None:
+        self._layers = [int(layer) for layer in transformer.config.vace_layers]
+        self._hints: dict[int, torch.Tensor] = {}
+        self._scales: Any = None
+        transformer.register_forward_pre_hook(self._begin, with_kwargs=True)
+        for index, block in enumerate(transformer.vace_blocks):
+            block.register_forward_hook(functools.partial(self._record, index))
+        for index, block in enumerate(transformer.blocks):
+            if index >= 1 and index - 1 in self._layers:
+                block.register_forward_hook(functools.partial(self._take_back, index - 1))
+
+    def _begin(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        self._hints.clear()
+        self._scales = kwargs.get("control_hidden_states_scale")
+
+    def _record(self, index: int, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        # vace_blocks[k] makes the hint of vace_layers[k] (the transformer pops them in that order).
+        scale = 1.0 if self._scales is None else self._scales[index]
+        self._hints[self._layers[index]] = output[0] * scale
+
+    def _take_back(self, layer: int, module: torch.nn.Module, args: tuple, output: Any) -> Any:
+        if output is not args[0]:
+            return None  # computed: the hint belongs there
+        return output - self._hints[layer].to(output.device)
+
+
+def enable_first_block_cache(transformer: torch.nn.Module, threshold: float) -> None:
+    """diffusers' First Block Cache on ``transformer`` (a Wan or Wan VACE transformer) at ``threshold``.
+
+    Each denoising call (``cache_context("cond")`` / ``("uncond")``) keeps its own cache; reset it
+    between chunks with ``reset_step_cache``. VACE transformers get ``_VaceHintCorrection``.
+    """
+    from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
+
+    if not isinstance(transformer, diffusers.WanTransformer3DModel | diffusers.WanVACETransformer3DModel):
+        raise ValueError(
+            f"first_block_cache needs a Wan 2.1 transformer ({', '.join(FIRST_BLOCK_CACHE_PIPELINES)}); "
+            f"diffusers has no First Block Cache for {type(transformer).__name__}"
+        )
+    apply_first_block_cache(transformer, FirstBlockCacheConfig(threshold=threshold))
+    if isinstance(transformer, diffusers.WanVACETransformer3DModel):
+        _VaceHintCorrection(transformer)
+
+
+def reset_step_cache(transformer: torch.nn.Module) -> None:
+    """Forget what First Block Cache remembered of the previous steps (a no-op without it)."""
+    from diffusers.hooks import HookRegistry
+
+    HookRegistry.check_if_exists_or_initialize(transformer).reset_stateful_hooks()
+
+
+def compile_transformer(transformer: torch.nn.Module, mode: str) -> None:
+    """``torch.compile`` ``transformer`` in place (``mode`` one of ``COMPILE_MODES``).
+
+    In place (``nn.Module.compile``), so the pipeline keeps the same module, with its config,
+    dtype and cache hooks. Compiling is lazy: each new input shape compiles on its first forward.
+    """
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    transformer.compile(mode=None if mode == "default" else mode)
+
+
 class WanVideoBackend:
     """Renders temporal chunks with a Wan-family pipeline from the noise the farm gives it.
 
@@ -168,13 +336,15 @@ class WanVideoBackend:
         *,
         max_sequence_length: int | None = None,
         conditioning_cache_size: int = CONDITIONING_CACHE_SIZE,
+        speed: SpeedOptions | None = None,
     ) -> None:
         """Wrap ``pipeline`` (already on its device and dtype).
 
         ``max_sequence_length`` is the number of text tokens per prompt; by default the
         tokenizer's ``model_max_length`` capped at Wan's 512 (the tiny tokenizer says 64).
         ``conditioning_cache_size`` is how many chunk shapes keep their blank VACE conditioning
-        latents (0: encode them for every chunk, as the bare pipeline does).
+        latents (0: encode them for every chunk, as the bare pipeline does). ``speed`` options
+        are applied to the pipeline here (see ``SpeedOptions``); none by default.
         """
         if conditioning_cache_size < 0:
             raise ValueError(f"conditioning_cache_size must be >= 0, got {conditioning_cache_size}")
@@ -202,6 +372,42 @@ class WanVideoBackend:
         if max_sequence_length is None:
             max_sequence_length = min(int(pipeline.tokenizer.model_max_length), WAN_MAX_SEQUENCE_LENGTH)
         self.max_sequence_length = max_sequence_length
+        #: The speed options asked for (``SpeedOptions``); ``half_precision`` only takes effect on CUDA.
+        self.speed: SpeedOptions = speed or SpeedOptions()
+        self._apply_speed(self.speed)
+
+    def _transformers(self) -> list[torch.nn.Module]:
+        pipe = self.pipeline
+        return [model for model in (pipe.transformer, getattr(pipe, "transformer_2", None)) if model is not None]
+
+    def _apply_speed(self, speed: SpeedOptions) -> None:
+        """Apply ``speed`` to the pipeline: precision first, then the VAE tiles, the step cache
+        (its hooks must be in place before the transformer is traced) and the compile."""
+        pipe, applied = self.pipeline, []
+        half = half_precision_dtype(speed, self.device)
+        if speed.half_precision is not None and half is None:
+            log.warning(
+                "speed.half_precision %s applies on CUDA only: on %s the transformer and VAE stay in float32",
+                speed.half_precision,
+                self.device,
+            )
+        elif half is not None:
+            for module in (*self._transformers(), pipe.vae):
+                module.to(dtype=half)
+            applied.append(f"transformer and VAE in {speed.half_precision}")
+        if speed.vae_tiling is not None:
+            enable_vae_tiling(pipe.vae, *speed.vae_tiling)
+            applied.append("VAE tiles {} px, stride {}".format(*speed.vae_tiling))
+        if speed.first_block_cache is not None:
+            for model in self._transformers():
+                enable_first_block_cache(model, speed.first_block_cache)
+            applied.append(f"First Block Cache, threshold {speed.first_block_cache:g}")
+        if speed.compile_mode is not None:
+            for model in self._transformers():
+                compile_transformer(model, speed.compile_mode)
+            applied.append(f"torch.compile ({speed.compile_mode})")
+        if applied:
+            log.info("%s: %s", type(pipe).__name__, "; ".join(applied))
 
     @classmethod
     def from_pretrained(
@@ -212,6 +418,7 @@ class WanVideoBackend:
         device: str | torch.device | None = None,
         max_sequence_length: int | None = None,
         pipeline: str = "WanPipeline",
+        speed: SpeedOptions | None = None,
         **kwargs: Any,
     ) -> WanVideoBackend:
         """Load a Wan-family checkpoint (diffusers layout) from a local folder or hub id.
@@ -220,19 +427,29 @@ class WanVideoBackend:
         2.1 text-to-video, ``WanVACEPipeline`` for Wan 2.1 VACE, ``SkyReelsV2DiffusionForcingPipeline``
         for SkyReels V2 DF.
 
-        ``torch_dtype`` defaults to bfloat16 on a GPU and float32 on the CPU; the VAE always loads
-        in float32, as Wan's authors recommend (bf16 decoding bands the colours). Hub downloads
+        ``torch_dtype`` defaults to bfloat16 on a GPU and float32 on the CPU; the VAE loads in
+        float32, as Wan's authors recommend (bf16 decoding bands the colours), unless
+        ``speed.half_precision`` asks otherwise on CUDA. Hub downloads
         follow the usual ``HF_HOME``/``HF_HUB_OFFLINE`` settings; extra ``kwargs`` (e.g.
         ``local_files_only=True``, ``revision``) go to ``WanPipeline.from_pretrained``.
+
+        ``speed`` (``SpeedOptions``) is applied once the pipeline is on its device. Its
+        ``half_precision``, on CUDA, loads the transformer and the VAE straight in that dtype
+        (the text encoder keeps ``torch_dtype``).
         """
         device = torch.device(device or default_device())
+        speed = speed or SpeedOptions()
         if torch_dtype is None:
             torch_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        vae = AutoencoderKLWan.from_pretrained(path_or_hub_id, subfolder="vae", dtype=torch.float32, **kwargs)
-        pipe = pipeline_class(pipeline).from_pretrained(path_or_hub_id, vae=vae, dtype=torch_dtype, **kwargs)
+        half = half_precision_dtype(speed, device)
+        dtypes: torch.dtype | dict[str, torch.dtype] = torch_dtype
+        if half is not None:
+            dtypes = {"default": torch_dtype, "transformer": half, "transformer_2": half}
+        vae = AutoencoderKLWan.from_pretrained(path_or_hub_id, subfolder="vae", dtype=half or torch.float32, **kwargs)
+        pipe = pipeline_class(pipeline).from_pretrained(path_or_hub_id, vae=vae, dtype=dtypes, **kwargs)
         pipe.to(device)
         align_cpu_weights(pipe)
-        return cls(pipe, max_sequence_length=max_sequence_length)
+        return cls(pipe, max_sequence_length=max_sequence_length, speed=speed)
 
     @property
     def device(self) -> torch.device:
@@ -349,6 +566,11 @@ class WanVideoBackend:
             # size of the chunk makes it a single synchronous pass over exactly the farm's noise.
             # Its ``prompt`` has no default, hence the explicit None.
             extra = {"prompt": None, "base_num_frames": request.num_frames}
+        if self.speed.first_block_cache is not None:
+            # The pipeline resets the cache when a call ends, not when one raised (a cancelled
+            # chunk): a chunk never compares its steps with another chunk's.
+            for model in self._transformers():
+                reset_step_cache(model)
         output = self.pipeline(
             **extra,
             prompt_embeds=embeds.prompt_embeds.to(self.device),

@@ -480,6 +480,19 @@ class SchedulerCore:
                 ],
                 task_uuid=spec.task_uuid,
             )
+        if task.codenoise and (getattr(profile, "extra", None) or {}).get("speed", {}).get("first_block_cache"):
+            # Co-denoised windows would share one step cache (models.wan_stepped names it per guidance
+            # branch only): their predictions would leak into each other.
+            raise TaskValidationError(
+                [
+                    Violation(
+                        field="settings.chunkMode",
+                        message=f"codenoise cannot be used with model {spec.model}: its profile enables "
+                        "speed.first_block_cache; use parallel or sequential",
+                    )
+                ],
+                task_uuid=spec.task_uuid,
+            )
         if task.codenoise and spec.inputs.reference_images:
             # VACE gives each reference image a latent slot the overlap exchange does not carry.
             raise TaskValidationError(

@@ -146,6 +146,40 @@ def test_window_error_names_file_profile_and_field(tmp_path):
             "non-empty string",
         ),
         ({"windows": 3}, "profiles[0].windows", "unknown field"),
+        ({"speed": "fast"}, "profiles[0].speed", "must be a mapping or null"),
+        ({"speed": {"cache": 0.1}}, "profiles[0].speed.cache", "unknown field; known: compile, first_block_cache"),
+        ({"speed": {"half_precision": "int8"}}, "profiles[0].speed.half_precision", "must be one of bfloat16, float16"),
+        ({"speed": {"compile": True}}, "profiles[0].speed.compile", "must be one of default, reduce-overhead"),
+        ({"speed": {"first_block_cache": 0}}, "profiles[0].speed.first_block_cache", "must be > 0, got 0"),
+        ({"speed": {"first_block_cache": "0.1"}}, "profiles[0].speed.first_block_cache", "must be a number"),
+        ({"speed": {"vae_tiling": "yes"}}, "profiles[0].speed.vae_tiling", "must be true, false or a mapping"),
+        ({"speed": {"vae_tiling": {"tile": 60}}}, "profiles[0].speed.vae_tiling.tile", "must be a multiple of 8"),
+        (
+            {"speed": {"vae_tiling": {"tile": 64, "stride": 64}}},
+            "profiles[0].speed.vae_tiling.stride",
+            "must be below tile (64) so that tiles overlap, got 64",
+        ),
+        (
+            {
+                "video": {"pipeline": "WanPipeline", "weights": "w", "dtype": "float32"},
+                "speed": {"half_precision": "float16"},
+            },
+            "profiles[0].speed.half_precision",
+            "leave video.dtype auto, got float32",
+        ),
+        (
+            {
+                "video": {"pipeline": "SkyReelsV2DiffusionForcingPipeline", "weights": "w"},
+                "speed": {"first_block_cache": 0.05},
+            },
+            "profiles[0].speed.first_block_cache",
+            "needs WanPipeline or WanVACEPipeline",
+        ),
+        (
+            {"chunk_mode": "codenoise", "speed": {"first_block_cache": 0.05}},
+            "profiles[0].speed.first_block_cache",
+            "cannot be used with chunk_mode codenoise",
+        ),
     ],
 )
 def test_each_field_error_names_its_path(tmp_path, change, where, says):
@@ -178,6 +212,40 @@ def test_a_directory_loads_every_yaml_and_refuses_duplicates_across_files(tmp_pa
     write(tmp_path, yaml.safe_dump({"profiles": [GOOD]}), "c.yaml")
     with pytest.raises(ProfileConfigError, match=r"c\.yaml: model 'test:good@1' is already defined in .*a\.yaml"):
         load_profiles(tmp_path)
+
+
+def test_speed_options_reach_the_video_factory_as_plain_values():
+    profile = parse_profile(
+        {
+            **GOOD,
+            "speed": {
+                "half_precision": "bfloat16",
+                "compile": "max-autotune",
+                "first_block_cache": 0.1,
+                "vae_tiling": True,
+            },
+        }
+    )
+    keywords = profile.video_factory.keywords
+    assert (keywords["half_precision"], keywords["compile_mode"]) == ("bfloat16", "max-autotune")
+    assert (keywords["first_block_cache"], keywords["vae_tiling"]) == (0.1, (256, 192))  # true: the defaults
+    assert profile.extra["speed"] == {
+        "half_precision": "bfloat16",
+        "compile": "max-autotune",
+        "first_block_cache": 0.1,
+        "vae_tiling": {"tile": 256, "stride": 192},
+    }
+    tiles = parse_profile({**GOOD, "speed": {"vae_tiling": {"stride": 128}}})
+    assert tiles.video_factory.keywords["vae_tiling"] == (256, 128)
+
+
+@pytest.mark.parametrize("speed", [None, {}, {"vae_tiling": False, "compile": None}])
+def test_speed_options_are_off_unless_given(speed):
+    profile = parse_profile({**GOOD, "speed": speed})
+    assert "speed" not in profile.extra
+    assert not {"half_precision", "compile_mode", "first_block_cache", "vae_tiling"} & set(
+        profile.video_factory.keywords
+    )
 
 
 def test_prompt_extender_and_safety_checker_are_optional():

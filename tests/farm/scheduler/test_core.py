@@ -622,3 +622,17 @@ def test_scheduling_overhead_per_dispatch(farm, task):
     per_dispatch_ms = 1000 * f.core.dispatch_seconds / f.core.dispatches
     print(f"\nscheduling overhead: {per_dispatch_ms:.3f} ms per dispatch over {f.core.dispatches} dispatches")
     assert f.core.dispatches == len(f.executor.units())
+
+
+def test_codenoise_is_refused_on_a_profile_with_a_step_cache(farm, task):
+    """Co-denoised windows would share First Block Cache's state: refused up front, naming the field."""
+    import dataclasses
+
+    cached = dataclasses.replace(fake_profile(), extra={"speed": {"first_block_cache": 0.05}})
+    f = farm(default_pool=pool(2), profiles={MODEL: cached})
+    uuid = f.submit(task(settings={"audio": False, "chunkMode": "codenoise"}))
+    f.run()
+    snapshot = f.task(uuid)
+    assert (snapshot.status, snapshot.code, snapshot.parameter) == ("error", "invalidParameter", "settings.chunkMode")
+    assert "first_block_cache" in snapshot.message
+    assert f.executor.units("codenoise") == [] and f.executor.units("chunk") == []
