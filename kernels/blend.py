@@ -22,9 +22,11 @@ def check_blend_inputs(frames: Sequence[torch.Tensor], weights: Sequence[torch.T
 def blend_frames(
     frames: Sequence[torch.Tensor], weights: Sequence[torch.Tensor], *, backend: Backend | None = None
 ) -> torch.Tensor:
-    """Blend ``frames[i]`` (uint8 ``[n, H, W, 3]``) with per-frame ``weights[i]`` (``[n]``).
+    """Blend ``frames[i]`` (uint8 ``[n, ...]``) with per-frame ``weights[i]`` (``[n]``).
 
-    Returns uint8 ``[n, H, W, 3]``: ``round(sum_i weights[i] * frames[i])`` (half to even, the
+    The frames are RGB ``[n, H, W, 3]`` or one plane of yuv420p frames, ``[n, H, W]`` (Y) or
+    ``[n, H/2, W/2]`` (U, V): every sample of frame ``j`` gets ``weights[i][j]``, so the three
+    planes of a yuv420p chunk blend with the same weights. Returns uint8 of the same shape: ``round(sum_i weights[i] * frames[i])`` (half to even, the
     sum in float32 in block order). A single input with weight 1 comes back unchanged (no float
     round trip), so frames outside overlaps are exact. ``backend`` picks torch or Triton
     (:mod:`kernels.backend`; by default Triton for CUDA frames).
@@ -45,6 +47,7 @@ def blend_frames_torch(frames: Sequence[torch.Tensor], weights: Sequence[torch.T
     if len(frames) == 1 and bool(torch.all(weights[0] == 1)):
         return frames[0]
     acc = torch.zeros(frames[0].shape, dtype=torch.float32, device=frames[0].device)
+    per_frame = (-1,) + (1,) * (acc.ndim - 1)  # one weight per frame, whatever the frame's shape
     for block, w in zip(frames, weights):
-        acc.add_(block.to(torch.float32) * w.to(acc.device, torch.float32).view(-1, 1, 1, 1))
+        acc.add_(block.to(torch.float32) * w.to(acc.device, torch.float32).view(per_frame))
     return acc.round_().clamp_(0, 255).to(torch.uint8)

@@ -7,6 +7,11 @@ than a float32 round trip, and no float intermediate in memory) and matches the 
 within 1 level of 255; on other devices (CUDA has no uint8 antialiased kernel) it goes through
 float32. The Triton twin (chosen at run time, :mod:`kernels.backend`) uses the same filter taps,
 :func:`antialias_bilinear_taps`.
+
+yuv420p frames are resized plane by plane with the same filter (:func:`resize_plane`,
+:func:`resize_yuv420p`): Y to the output size, U and V to half of it. Chroma is sited at the
+centre of each 2x2 luma block (what :func:`kernels.yuv.rgb_to_yuv420p` and swscale produce), so a
+chroma plane scales about the same picture edges as the luma plane (``align_corners=False``).
 """
 
 from __future__ import annotations
@@ -57,6 +62,62 @@ def resize_frames_torch(frames: torch.Tensor, width: int, height: int) -> torch.
     if resized.dtype != torch.uint8:
         resized = resized.round_().clamp_(0, 255).to(torch.uint8)
     return resized.permute(0, 2, 3, 1).contiguous()
+
+
+def check_plane_inputs(planes: torch.Tensor, width: int, height: int) -> None:
+    """Raise ``ValueError`` unless ``planes`` is uint8 ``[n, H, W]`` and the size is positive."""
+    if planes.ndim != 3 or planes.dtype != torch.uint8:
+        raise ValueError(f"expected a uint8 plane [n, H, W], got {planes.dtype} {tuple(planes.shape)}")
+    if width < 1 or height < 1:
+        raise ValueError(f"output size must be positive, got {width}x{height}")
+
+
+def resize_plane(planes: torch.Tensor, width: int, height: int, *, backend: Backend | None = None) -> torch.Tensor:
+    """Resize one plane of each frame, uint8 ``[n, H, W]``, to uint8 ``[n, height, width]`` (contiguous).
+
+    The filter of :func:`resize_frames` (antialiased bilinear) on a single channel; a plane already
+    at the size comes back unchanged. ``backend`` picks torch or Triton (:mod:`kernels.backend`).
+    """
+    check_plane_inputs(planes, width, height)
+    if tuple(planes.shape[1:]) == (height, width):
+        return planes
+    if resolve_backend(backend, planes) == "triton":
+        from kernels.triton_kernels import resize_plane_triton
+
+        return resize_plane_triton(planes, width, height)
+    return resize_plane_torch(planes, width, height)
+
+
+def resize_plane_torch(planes: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """The torch reference of :func:`resize_plane`, on the planes' device (uint8 path on the CPU)."""
+    check_plane_inputs(planes, width, height)
+    if tuple(planes.shape[1:]) == (height, width):
+        return planes
+    nchw = planes.contiguous().unsqueeze(1)
+    if planes.device.type != "cpu":
+        nchw = nchw.to(torch.float32)
+    resized = F.interpolate(nchw, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    if resized.dtype != torch.uint8:
+        resized = resized.round_().clamp_(0, 255).to(torch.uint8)
+    return resized.squeeze(1).contiguous()
+
+
+def resize_yuv420p(
+    y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, width: int, height: int, *, backend: Backend | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Resize yuv420p planes to a ``width`` x ``height`` picture: Y to that size, U and V to
+    ``ceil(width / 2)`` x ``ceil(height / 2)``; each plane with :func:`resize_plane`.
+
+    >>> y, u = torch.zeros(1, 4, 6, dtype=torch.uint8), torch.zeros(1, 2, 3, dtype=torch.uint8)
+    >>> [tuple(p.shape) for p in resize_yuv420p(y, u, u, 12, 8)]
+    [(1, 8, 12), (1, 4, 6), (1, 4, 6)]
+    """
+    chroma_w, chroma_h = math.ceil(width / 2), math.ceil(height / 2)
+    return (
+        resize_plane(y, width, height, backend=backend),
+        resize_plane(u, chroma_w, chroma_h, backend=backend),
+        resize_plane(v, chroma_w, chroma_h, backend=backend),
+    )
 
 
 def antialias_bilinear_taps(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Triton twins of the frame kernels: blend, resize, RGB -> yuv420p.
+"""Triton twins of the frame kernels: blend, resize (RGB frames or one yuv420p plane), RGB -> yuv420p.
 
 Each ``*_triton`` function takes and returns what its torch reference does (``kernels.blend``,
 ``kernels.resize``, ``kernels.yuv``) and equals it within 1 level of 255; the public kernels pick
@@ -27,7 +27,7 @@ import triton.language as tl
 
 from kernels.backend import TRITON_INTERPRET_ENV
 from kernels.blend import check_blend_inputs
-from kernels.resize import antialias_bilinear_taps, check_resize_inputs
+from kernels.resize import antialias_bilinear_taps, check_plane_inputs, check_resize_inputs
 from kernels.yuv import (
     C_OFFSET,
     CHROMA_TAP_START,
@@ -130,21 +130,23 @@ def _resize_kernel(
     out_w,
     row_taps,
     col_taps,
+    CHANNELS: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_Q: tl.constexpr,
 ):
     # grid: (output row tiles, output column tiles, frames). A tile's columns are interleaved
-    # (x, channel) pairs q = 3 * x + c, so loads and stores of RGB pixels are contiguous.
+    # (x, channel) pairs q = CHANNELS * x + c, so loads and stores of RGB pixels are contiguous
+    # (CHANNELS = 3; 1 for a single yuv420p plane).
     frame = tl.program_id(2)
     rows = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
     q = tl.program_id(1) * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    cols = q // 3
-    channel = q % 3
+    cols = q // CHANNELS
+    channel = q % CHANNELS
     row_ok = rows < out_h
-    col_ok = q < out_w * 3
+    col_ok = q < out_w * CHANNELS
     y0 = tl.load(row_first + rows, mask=row_ok, other=0)
     x0 = tl.load(col_first + cols, mask=col_ok, other=0)
-    frame_src = src + frame.to(tl.int64) * in_h * in_w * 3
+    frame_src = src + frame.to(tl.int64) * in_h * in_w * CHANNELS
     acc = tl.zeros([BLOCK_H, BLOCK_Q], dtype=tl.float32)
     for ky in range(row_taps):
         wy = tl.load(row_weights + rows * row_taps + ky, mask=row_ok, other=0.0)
@@ -153,11 +155,11 @@ def _resize_kernel(
         for kx in range(col_taps):
             wx = tl.load(col_weights + cols * col_taps + kx, mask=col_ok, other=0.0)
             x = tl.minimum(x0 + kx, in_w - 1)
-            offsets = (y[:, None] * in_w + x[None, :]) * 3 + channel[None, :]
+            offsets = (y[:, None] * in_w + x[None, :]) * CHANNELS + channel[None, :]
             pixels = tl.load(frame_src + offsets, mask=row_ok[:, None] & col_ok[None, :], other=0)
             row_acc += pixels.to(tl.float32) * wx[None, :]
         acc += row_acc * wy[:, None]
-    out_offsets = frame.to(tl.int64) * out_h * out_w * 3 + rows[:, None] * (out_w * 3) + q[None, :]
+    out_offsets = frame.to(tl.int64) * out_h * out_w * CHANNELS + rows[:, None] * (out_w * CHANNELS) + q[None, :]
     tl.store(dst + out_offsets, _round_to_uint8(acc), mask=row_ok[:, None] & col_ok[None, :])
 
 
@@ -171,15 +173,28 @@ def resize_frames_triton(frames: torch.Tensor, width: int, height: int) -> torch
     check_resize_inputs(frames, width, height)
     if tuple(frames.shape[1:3]) == (height, width):
         return frames
+    return _resize_interleaved(frames, width, height)
+
+
+def resize_plane_triton(planes: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Triton twin of :func:`kernels.resize.resize_plane_torch`: the same kernel on one channel."""
+    check_plane_inputs(planes, width, height)
+    if tuple(planes.shape[1:]) == (height, width):
+        return planes
+    return _resize_interleaved(planes.unsqueeze(-1), width, height).squeeze(-1)
+
+
+def _resize_interleaved(frames: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """uint8 ``[n, H, W, C]`` -> ``[n, height, width, C]`` with :func:`_resize_kernel`."""
     _check_device(frames)
-    n, in_h, in_w, _ = frames.shape
+    n, in_h, in_w, channels = frames.shape
     src = frames.contiguous()
     row_first, row_weights = (t.to(frames.device) for t in antialias_bilinear_taps(in_h, height))
     col_first, col_weights = (t.to(frames.device) for t in antialias_bilinear_taps(in_w, width))
-    out = torch.empty((n, height, width, 3), dtype=torch.uint8, device=frames.device)
+    out = torch.empty((n, height, width, channels), dtype=torch.uint8, device=frames.device)
     if n:
         block_h, block_q = _RESIZE_TILE
-        grid = (triton.cdiv(height, block_h), triton.cdiv(width * 3, block_q), n)
+        grid = (triton.cdiv(height, block_h), triton.cdiv(width * channels, block_q), n)
         _resize_kernel[grid](
             src,
             out,
@@ -193,6 +208,7 @@ def resize_frames_triton(frames: torch.Tensor, width: int, height: int) -> torch
             width,
             row_weights.shape[1],
             col_weights.shape[1],
+            CHANNELS=channels,
             BLOCK_H=block_h,
             BLOCK_Q=block_q,
         )

@@ -35,6 +35,7 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
 from kernels.backend import Backend, resolve_backend
 
@@ -121,22 +122,41 @@ def rgb_to_yuv420p_torch(
     return _to_uint8(y), _to_uint8(u), _to_uint8(v)
 
 
-def yuv420p_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+ChromaUpsample = Literal["nearest", "bilinear"]
+
+
+def yuv420p_to_rgb(
+    y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, chroma_upsample: ChromaUpsample = "nearest"
+) -> torch.Tensor:
     """Inverse of :func:`rgb_to_yuv420p` up to chroma resolution: uint8 planes -> RGB ``[n, H, W, 3]``.
 
-    Chroma is repeated 2x2 (nearest), enough for tests and previews; a flat colour survives the
-    round trip within 1-2 levels of 255, fine detail in the chroma does not.
+    ``chroma_upsample="nearest"`` repeats each chroma sample 2x2, enough for tests and previews;
+    ``"bilinear"`` interpolates it from its site at the centre of its 2x2 luma block (where
+    :func:`rgb_to_yuv420p` and swscale put it; edges repeated), which is what a player shows and
+    what the farm uses to turn yuv420p frames back into pictures. A flat colour survives either
+    round trip within 1-2 levels of 255; chroma detail finer than 2 pixels does not.
     """
     if y.ndim != 3 or y.dtype != torch.uint8:
         raise ValueError(f"expected uint8 y [n, H, W], got {y.dtype} {tuple(y.shape)}")
+    if chroma_upsample not in ("nearest", "bilinear"):
+        raise ValueError(f"chroma_upsample must be 'nearest' or 'bilinear' (received: {chroma_upsample!r})")
     n, height, width = y.shape
     chroma_shape = (n, math.ceil(height / 2), math.ceil(width / 2))
     if tuple(u.shape) != chroma_shape or tuple(v.shape) != chroma_shape:
         raise ValueError(f"expected u and v of shape {chroma_shape}, got {tuple(u.shape)} and {tuple(v.shape)}")
     luma = (y.to(torch.float32) - Y_OFFSET) / Y_SCALE
-    up = lambda plane: plane.repeat_interleave(2, 1).repeat_interleave(2, 2)[:, :height, :width]  # noqa: E731 - a one-line helper reads best here
-    cb = (up(u).to(torch.float32) - C_OFFSET) / C_SCALE
-    cr = (up(v).to(torch.float32) - C_OFFSET) / C_SCALE
+
+    def up(plane: torch.Tensor) -> torch.Tensor:
+        if chroma_upsample == "nearest":
+            full = plane.repeat_interleave(2, 1).repeat_interleave(2, 2).to(torch.float32)
+        else:
+            full = F.interpolate(
+                plane.to(torch.float32).unsqueeze(1), scale_factor=2, mode="bilinear", align_corners=False
+            ).squeeze(1)
+        return full[:, :height, :width]
+
+    cb = (up(u) - C_OFFSET) / C_SCALE
+    cr = (up(v) - C_OFFSET) / C_SCALE
     r = luma + 2.0 * (1.0 - KR) * cr
     b = luma + 2.0 * (1.0 - KB) * cb
     g = (luma - KR * r - KB * b) / KG

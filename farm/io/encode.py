@@ -25,7 +25,13 @@ Formats (see DESIGN.md, "Formats"):
   q < 50 / < 80 / >= 80); PCM is lossless.
 
 RGB frames are converted to Y'CbCr with the BT.709 matrix (limited range) and tagged BT.709
-(primaries, transfer, matrix), which is what players assume for HD video.
+(primaries, transfer, matrix), which is what players assume for HD video. Frames that are already
+yuv420p planes in that colour space (what the video workers send, :meth:`ResultEncoder.write_yuv420p`)
+go to the MP4 and WEBM codecs as they are, with no conversion; MOV's yuv422p10le gets them through
+one swscale pass (chroma rows interpolated, samples scaled to 10 bits), which cannot bring back the
+chroma rows 4:2:0 dropped: results meant for MOV travel as RGB (``wire_format_for``) and keep the
+RGB path. :func:`rgb_to_yuv420p_planes` is the RGB path's conversion on its own (a CPU worker
+uses it to make the planes).
 
 Streaming and interleaving: :class:`ResultEncoder` encodes every frame as it arrives, so raw
 frames are never accumulated. The audio is rendered by another worker and may arrive late; until
@@ -64,7 +70,7 @@ from farm.domain.constants import (
 )
 from farm.domain.errors import EncodeError
 
-__all__ = ["EncoderSettings", "ResultEncoder", "quality_settings", "video_threads"]
+__all__ = ["EncoderSettings", "ResultEncoder", "quality_settings", "rgb_to_yuv420p_planes", "video_threads"]
 
 #: libx264 preset: "fast" is ~2x "medium"'s speed at a few percent more bits for the same CRF.
 X264_PRESET = "fast"
@@ -256,6 +262,51 @@ def video_threads() -> int:
     return 0 if cores * 3 // 2 <= MAX_VIDEO_THREADS else MAX_VIDEO_THREADS
 
 
+def _bt709(frame: av.VideoFrame) -> av.VideoFrame:
+    """Tag a Y'CbCr frame BT.709 (matrix, primaries, transfer), limited range; returns it."""
+    frame.colorspace = 1  # AVCOL_SPC_BT709
+    frame.color_range = 1  # AVCOL_RANGE_MPEG (limited)
+    frame.color_primaries = 1  # ProRes copies the tags from the frame
+    frame.color_trc = 1
+    return frame
+
+
+def _rgb_to_codec(rgb: av.VideoFrame, pix_fmt: str, threads: int) -> av.VideoFrame:
+    """One swscale pass from an rgb24 frame to ``pix_fmt``, BT.709 limited range (the RGB path)."""
+    from av.video.reformatter import Colorspace, Interpolation
+
+    return _bt709(
+        rgb.reformat(
+            format=pix_fmt,
+            dst_colorspace=Colorspace.ITU709,
+            dst_color_range=1,
+            interpolation=Interpolation[SWS_INTERPOLATION],
+            threads=threads,
+        )
+    )
+
+
+def rgb_to_yuv420p_planes(frames: np.ndarray, *, threads: int = SWS_THREADS) -> tuple[np.ndarray, ...]:
+    """uint8 RGB ``[n, H, W, 3]`` (even ``H`` and ``W``) -> yuv420p planes ``(y [n, H, W], u, v [n,
+    H/2, W/2])``, converted by swscale exactly as :meth:`ResultEncoder.write_frames` converts for
+    MP4 and WEBM: the CPU twin of ``kernels.yuv.rgb_to_yuv420p`` (which equals it within 1 level).
+    ``threads``: swscale threads (0: one per core)."""
+    array = np.asarray(frames)
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3 or array.shape[1] % 2 or array.shape[2] % 2:
+        raise ValueError(f"expected uint8 RGB frames [n, H, W, 3] of even H and W, got {array.dtype} {array.shape}")
+    n, height, width, _ = array.shape
+    y = np.empty((n, height, width), np.uint8)
+    u = np.empty((n, height // 2, width // 2), np.uint8)
+    v = np.empty_like(u)
+    for i in range(n):
+        frame = array[i] if array[i].strides[1:] == (3, 1) else np.ascontiguousarray(array[i])
+        yuv = _rgb_to_codec(av.VideoFrame.from_numpy_buffer(frame, format="rgb24"), "yuv420p", threads)
+        for out, plane in zip((y, u, v), yuv.planes):
+            rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+            out[i] = rows[:, : plane.width]
+    return y, u, v
+
+
 class _PacketQueue:
     """FIFO of encoded video packets waiting for the audio.
 
@@ -345,7 +396,8 @@ class ResultEncoder:
     ``ResultEncoder(path, *, output_format, quality, width, height, expected_frames, audio,
     fps=32, sample_rate=48000, audio_channels=2, threads=None)``
 
-    * :meth:`write_frames` encodes uint8 RGB frames ``[n, height, width, 3]`` immediately.
+    * :meth:`write_frames` encodes uint8 RGB frames ``[n, height, width, 3]`` immediately;
+      :meth:`write_yuv420p` encodes frames given as yuv420p planes.
     * :meth:`set_audio` hands over the whole waveform ``[channels, samples]`` whenever it is ready,
       before or after the frames; until then video packets wait (compressed) in a queue.
     * :meth:`close` flushes, checks that exactly ``expected_frames`` frames arrived (and the audio
@@ -466,10 +518,6 @@ class ResultEncoder:
             self._audio_stream = stream
             stream.codec_context.open(strict=False)
         cc.open(strict=False)  # open now so bad settings fail here, not at the first frame
-        from av.video.reformatter import Colorspace, Interpolation
-
-        self._cs709 = Colorspace.ITU709
-        self._interp = Interpolation[SWS_INTERPOLATION]
 
     def _error(self, what: str) -> EncodeError:
         s = self.settings
@@ -503,7 +551,58 @@ class ResultEncoder:
         exceed ``expected_frames`` or the codec fails.
         """
         array = self._as_array(frames)
-        n = array.shape[0]
+        pix_fmt = self.settings.pix_fmt
+
+        def convert(i: int) -> av.VideoFrame:
+            frame = array[i]
+            if frame.strides[1:] != (3, 1):
+                frame = np.ascontiguousarray(frame)
+            # Zero-copy wrap, then one swscale pass (threaded) straight to the codec's pixel
+            # format with the BT.709 matrix; the codec gets it without reformatting.
+            return _rgb_to_codec(av.VideoFrame.from_numpy_buffer(frame, format="rgb24"), pix_fmt, SWS_THREADS)
+
+        self._encode(array.shape[0], convert)
+
+    def write_yuv420p(self, y: Any, u: Any, v: Any) -> None:
+        """Encode yuv420p frames given as planes: ``y`` uint8 ``[n, height, width]``, ``u`` and ``v``
+        uint8 ``[n, height / 2, width / 2]`` (numpy arrays or CPU torch tensors), BT.709 limited
+        range with swscale's chroma (what :func:`rgb_to_yuv420p_planes` and
+        ``kernels.yuv.rgb_to_yuv420p`` produce).
+
+        MP4 and WEBM take the planes as they are (zero-copy, no conversion). MOV converts them to
+        yuv422p10le with one swscale pass: its chroma keeps 4:2:0's vertical resolution (see the
+        module docstring). Errors as :meth:`write_frames`.
+        """
+        planes = self._as_planes(y, u, v)
+        pix_fmt = self.settings.pix_fmt
+
+        def convert(i: int) -> av.VideoFrame:
+            frame = av.VideoFrame.from_dlpack(
+                tuple(np.ascontiguousarray(p[i]) for p in planes),
+                format="yuv420p",
+                width=self.width,
+                height=self.height,
+            )
+            if pix_fmt == "yuv420p":
+                return _bt709(frame)
+            from av.video.reformatter import Colorspace, Interpolation
+
+            return _bt709(
+                frame.reformat(
+                    format=pix_fmt,
+                    src_colorspace=Colorspace.ITU709,
+                    dst_colorspace=Colorspace.ITU709,
+                    src_color_range=1,
+                    dst_color_range=1,
+                    interpolation=Interpolation[SWS_INTERPOLATION],
+                    threads=SWS_THREADS,
+                )
+            )
+
+        self._encode(planes[0].shape[0], convert)
+
+    def _encode(self, n: int, convert: Any) -> None:
+        """Encode ``n`` frames, frame ``i`` made by ``convert(i)`` in the codec's pixel format."""
         with self._lock:
             self._check_open()
             if self.frames_written + n > self.expected_frames:
@@ -511,31 +610,35 @@ class ResultEncoder:
                 self.abort()
                 raise self._error(f"got {total} frames, expected exactly {self.expected_frames} (expected_frames)")
         for i in range(n):
-            frame = array[i]
-            if frame.strides[1:] != (3, 1):
-                frame = np.ascontiguousarray(frame)
             with self._lock:  # per frame, so a concurrent set_audio gets in between frames
                 self._check_open()
                 try:
-                    # Zero-copy wrap, then one swscale pass (threaded) straight to the codec's
-                    # pixel format with the BT.709 matrix; the codec gets it without reformatting.
-                    rgb = av.VideoFrame.from_numpy_buffer(frame, format="rgb24")
-                    yuv = rgb.reformat(
-                        format=self.settings.pix_fmt,
-                        dst_colorspace=self._cs709,
-                        dst_color_range=1,
-                        interpolation=self._interp,
-                        threads=SWS_THREADS,
-                    )
-                    yuv.color_primaries = 1  # BT.709 tags on the frame too (ProRes copies them)
-                    yuv.color_trc = 1
-                    yuv.pts = self.frames_written
-                    yuv.time_base = self._video.codec_context.time_base
-                    self._mux_video(self._video.encode(yuv))
+                    frame = convert(i)
+                    frame.pts = self.frames_written
+                    frame.time_base = self._video.codec_context.time_base
+                    self._mux_video(self._video.encode(frame))
                 except av.FFmpegError as exc:
                     self.abort()
                     raise self._error(f"encoding video frame {self.frames_written} failed: {exc}") from exc
                 self.frames_written += 1
+
+    def _as_planes(self, y: Any, u: Any, v: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        h, w = self.height, self.width
+        expected = f"uint8 yuv420p planes y [n, {h}, {w}], u and v [n, {h // 2}, {w // 2}]"
+        planes = []
+        for plane in (y, u, v):
+            if type(plane).__module__.startswith("torch"):
+                if getattr(plane, "device", None) is not None and plane.device.type != "cpu":
+                    raise ValueError(f"expected {expected} on the CPU, got a tensor on {plane.device}")
+                plane = plane.detach().numpy() if str(plane.dtype) == "torch.uint8" else plane
+            if not isinstance(plane, np.ndarray) or plane.dtype != np.uint8:
+                raise ValueError(f"expected {expected}, got {getattr(plane, 'dtype', type(plane).__name__)}")
+            planes.append(plane)
+        shapes = [list(p.shape) for p in planes]
+        n = shapes[0][0] if planes[0].ndim == 3 else -1
+        if shapes != [[n, h, w], [n, h // 2, w // 2], [n, h // 2, w // 2]]:
+            raise ValueError(f"expected {expected}, got shapes {shapes}")
+        return planes[0], planes[1], planes[2]
 
     def _as_array(self, frames: Any) -> np.ndarray:
         expected = f"uint8 RGB frames of shape [n, {self.height}, {self.width}, 3]"

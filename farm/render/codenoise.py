@@ -362,6 +362,7 @@ def window_works(work: CodenoiseWork, fusion: OverlapFusion) -> list[WindowWork]
             guidance_scale=work.guidance_scale,
             cancel_token=work.cancel_token,
             safety_mode=work.safety_mode,
+            wire_format=work.wire_format,
         )
         for window in work.windows
     ]
@@ -682,9 +683,12 @@ def codenoise_reference(
     guidance_scale: float,
     conditioning: Any = None,
     torch_threads: int | None = 1,
-) -> list[np.ndarray]:
+    wire_format: str | None = None,
+) -> list[Any]:
     """Co-denoise ``plan``'s windows in this process with ``backend`` (a ``SteppedVideoBackend``,
-    or a ``WanVideoBackend``): per window, its ``uint8 [num_frames, H, W, 3]`` frames.
+    or a ``WanVideoBackend``): per window, its frames as a worker returns them
+    (``frames_to_wire`` in ``wire_format``: ``Yuv420Frames`` by default, or ``uint8 [num_frames,
+    H, W, 3]`` RGB for ``"rgb"``).
 
     Loops over the windows itself: every step predicts every window, fuses the shared frames with
     ``OverlapFusion``, steps every window. ``torch_threads`` is set for the call (workers run one
@@ -692,9 +696,11 @@ def codenoise_reference(
     ever hold different latents on a shared frame."""
     import torch
 
-    from farm.workers.actors import shared_checksums, shared_slices, window_request, write_fused
+    from farm.workers.actors import frames_to_wire, shared_checksums, shared_slices, window_request, write_fused
+    from farm.workers.messages import resolve_wire_format
     from models.stepped import as_stepped
 
+    wire = resolve_wire_format(wire_format)
     stepped = as_stepped(backend)
     fusion = plan.fusion
     work = CodenoiseWork(
@@ -728,21 +734,28 @@ def codenoise_reference(
                     i: shared_checksums(stepped.latents(s), w.shared) for i, (s, w) in enumerate(zip(states, works))
                 }
                 fusion.check_checksums(f"after step {step}", digests)
-            return [stepped.decode(state) for state in states]
+            device = getattr(stepped, "device", None)
+            return [frames_to_wire(stepped.decode(state), wire, device) for state in states]
     finally:
         torch.set_num_threads(threads)
 
 
 def stitch_windows(plan: ClipPlan, windows: Sequence[Any]) -> np.ndarray:
-    """The delivered clip from every window's frames (arrays, in window order), blended by the
-    farm's ``Stitcher`` as the finisher does: ``uint8 [plan.num_frames, H, W, 3]``."""
+    """The delivered clip from every window's frames (in window order, as the workers return them:
+    RGB arrays or ``Yuv420Frames``), blended by the farm's ``Stitcher`` as the finisher does:
+    ``uint8 [plan.num_frames, H, W, 3]`` RGB at the native size (yuv420p planes are turned back
+    into RGB with bilinear chroma, as the finisher does for ``on_frames``)."""
     import torch
 
-    from farm.render.stitch import Stitcher
+    from farm.render.stitch import Stitcher, Yuv420Planes
+    from kernels.yuv import yuv420p_to_rgb
 
     stitcher = Stitcher(plan)
-    blocks = [stitcher.add(i, frames) for i, frames in enumerate(windows)]
-    return torch.cat([b for b in blocks if b is not None]).numpy()
+    blocks = [b for i, frames in enumerate(windows) if (b := stitcher.add(i, frames)) is not None]
+    rgb = [
+        yuv420p_to_rgb(b.y, b.u, b.v, chroma_upsample="bilinear") if isinstance(b, Yuv420Planes) else b for b in blocks
+    ]
+    return torch.cat(rgb).numpy()
 
 
 __all__ = [

@@ -1,5 +1,14 @@
 """Finishing a result: stitch its chunks in order, resize to the output size, encode, write the file.
 
+Chunks arrive at the model's native size, as the workers send them: yuv420p planes (the default)
+or RGB (``wire_format="rgb"``, which ``wire_format_for`` gives MOV and sequential results). Both are stitched and resized in that
+representation: planes are blended plane by plane, resized plane by plane (Y to the output size,
+U and V to half of it) and handed to the encoder as they are; RGB goes through the encoder's
+swscale conversion as before. The resize happens here, not on the worker, because the output is
+usually larger than the native size (720p native to 1080p output: 2.25x the pixels, which would
+more than undo the halving of yuv420p on the wire) and because a sequential chunk's tail must
+stay at the native size to condition the next chunk.
+
 ``FinisherCore`` holds any number of open results, each with a ``Stitcher`` and a
 ``ResultEncoder``; every call is synchronous and a result's calls must come in order (chunks in any
 order of index, then ``finish``). Two ways to run it:
@@ -34,7 +43,9 @@ from farm.render.executor import Encoded, Finished, FinishedFile, FinishSpec, Re
 
 log = logging.getLogger(__name__)
 
-#: ``(result_index, first_frame_index, uint8 [n, height, width, 3])`` for every final frame.
+#: ``(result_index, first_frame_index, uint8 [n, height, width, 3])`` for every final frame: RGB
+#: torch tensors at the output size (yuv420p frames are turned back into RGB for it, with bilinear
+#: chroma, only when a callback is set).
 FramesCallback = Callable[[int, int, Any], None]
 
 
@@ -79,8 +90,9 @@ class FinisherCore:
         )
         self._open[key] = _Open(spec=spec, stitcher=Stitcher(spec.plan), encoder=encoder)
 
-    def add_chunk(self, key: ResultKey, chunk_index: int, frames: np.ndarray) -> int:
-        """Take a rendered chunk; write every frame that became final. Returns frames written."""
+    def add_chunk(self, key: ResultKey, chunk_index: int, frames: Any) -> int:
+        """Take a rendered chunk (uint8 RGB ``[n, H, W, 3]`` or ``Yuv420Frames``, at the native
+        size); write every frame that became final. Returns frames written."""
         state = self._open[key]
         started, started_at = time.perf_counter(), time.time()
         try:
@@ -92,12 +104,7 @@ class FinisherCore:
                 drop = min(lead - first, len(final))
                 final, first = final[drop:], first + drop
             if final is not None and len(final):
-                from kernels.resize import resize_frames
-
-                out = resize_frames(final, spec.width, spec.height)
-                if self._on_frames is not None:
-                    self._on_frames(key[1], first - lead, out)
-                state.encoder.write_frames(out)
+                self._write(key, state, first - lead, final)
             return state.stitcher.frames_emitted - lead
         except BaseException:
             self.abort(key)
@@ -105,6 +112,28 @@ class FinisherCore:
         finally:
             state.encode_seconds += time.perf_counter() - started
             state.activity.append((started_at, time.time()))
+
+    def _write(self, key: ResultKey, state: _Open, first: int, final: Any) -> None:
+        """Resize final frames (RGB, or ``Yuv420Planes``) to the output size and encode them."""
+        from farm.render.stitch import Yuv420Planes
+
+        spec = state.spec
+        if isinstance(final, Yuv420Planes):
+            from kernels.resize import resize_yuv420p
+
+            y, u, v = resize_yuv420p(final.y, final.u, final.v, spec.width, spec.height)
+            if self._on_frames is not None:
+                from kernels.yuv import yuv420p_to_rgb
+
+                self._on_frames(key[1], first, yuv420p_to_rgb(y, u, v, chroma_upsample="bilinear"))
+            state.encoder.write_yuv420p(y, u, v)
+            return
+        from kernels.resize import resize_frames
+
+        out = resize_frames(final, spec.width, spec.height)
+        if self._on_frames is not None:
+            self._on_frames(key[1], first, out)
+        state.encoder.write_frames(out)
 
     def add_audio(
         self, key: ResultKey, samples: np.ndarray | None = None, sample_rate: int | None = None, carried: Any = None
@@ -158,7 +187,7 @@ class FinisherCore:
 class FinisherActor(FinisherCore):
     """``FinisherCore`` as a Ray actor (wrapped by ``ray.remote`` with one CPU)."""
 
-    def add_chunk(self, key: ResultKey, chunk_index: int, frames: np.ndarray) -> int:  # type: ignore[override]  # same signature; Ray resolves the reference
+    def add_chunk(self, key: ResultKey, chunk_index: int, frames: Any) -> int:  # type: ignore[override]  # same signature; Ray resolves the reference
         return super().add_chunk(key, chunk_index, frames)
 
     def ready(self) -> bool:

@@ -80,7 +80,7 @@ from farm.scheduler.events import (
 )
 from farm.scheduler.pools import PoolPolicy, PoolState
 from farm.scheduler.queue import TenantPolicy, Unit, UnitKind, WorkQueue
-from farm.workers.messages import AudioWork, ChunkWork, PromptWork
+from farm.workers.messages import AudioWork, ChunkWork, PromptWork, wire_format_for
 
 if TYPE_CHECKING:
     from models.base import ModelProfile
@@ -612,6 +612,7 @@ class SchedulerCore:
             guidance_scale=task.profile.guidance_scale,
             cancel_token=task.token,
             safety_mode=task.safety_mode,
+            wire_format=wire_format_for(task.task.output_format),
         )
         conditioning = task.prepared.conditioning if task.prepared is not None else None
         self.executor.render_codenoise(unit, list(workers), work, task.prompt, conditioning)
@@ -663,6 +664,8 @@ class SchedulerCore:
             cancel_token=task.token,
             safety_mode=task.safety_mode,
             tail_start=tail[0] if tail is not None else None,
+            # yuv420p planes (half of RGB24) unless RGB is needed: MOV's 4:2:2, sequential tails.
+            wire_format=wire_format_for(task.task.output_format, sequential=task.sequential),
         )
         conditioning = task.prepared.conditioning if task.prepared is not None else None
         self.executor.render_chunk(unit, worker, work, task.prompt, conditioning, tail[1] if tail is not None else None)

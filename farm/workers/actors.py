@@ -3,7 +3,12 @@
 Each actor builds its backend once, in its own process, from the profile's factory; after that
 every call is pure computation on the arguments it gets, so a chunk renders to the same frames on
 whichever worker runs it. Calls that produce frames or audio return two objects (``num_returns=2``):
-small metadata the scheduler reads, and the array it hands on to a finisher without reading.
+small metadata the scheduler reads, and the frames it hands on to a finisher without reading.
+
+Frames leave a worker as yuv420p planes (``Yuv420Frames``: half the bytes of RGB24 through the
+object store) unless the work asks for RGB (``wire_format``). The conversion runs where the frames
+are: the Triton kernel on the GPU (the backend's device), swscale on a CPU worker (``frames_to_wire``).
+The safety checker sees the RGB frames before it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from farm.workers.messages import (
     WindowKey,
     WindowsReply,
     WindowWork,
+    WireFormat,
+    Yuv420Frames,
+    resolve_wire_format,
 )
 from farm.workers.noise import latent_noise
 from models.base import AudioRequest, ChunkRequest, ModelProfile, PromptEmbeds
@@ -113,19 +121,22 @@ class VideoWorker:
         work: ChunkWork,
         prompt: PromptEmbeds,
         conditioning: ClipConditioning | None = None,
-        tail: np.ndarray | None = None,
-    ) -> tuple[ChunkMeta, np.ndarray]:
+        tail: np.ndarray | Yuv420Frames | None = None,
+    ) -> tuple[ChunkMeta, np.ndarray | Yuv420Frames]:
         """Render ``work.chunk`` from its slice of the result's global noise.
 
         ``conditioning`` is the task's clip conditioning (this chunk's share is cut here);
-        ``tail`` the previous chunk's frames in sequential mode. Called with ``num_returns=2``.
+        ``tail`` the previous chunk's frames in sequential mode, as that chunk returned them.
+        Returns the frames in ``work.wire_format`` (``frames_to_wire``). Called with ``num_returns=2``.
         """
         started_at = time.time()
         started = time.perf_counter()
         chunk = work.chunk
+        wire_format = resolve_wire_format(work.wire_format)  # a bad value fails before rendering
         extra = None
         if tail is not None and work.tail_start is not None:
-            extra = {g: tail[g - work.tail_start] for g in range(chunk.start, work.tail_start + len(tail))}
+            known = frames_from_wire(tail, start=chunk.start - work.tail_start)  # the overlap only
+            extra = {g: known[g - chunk.start] for g in range(chunk.start, work.tail_start + len(tail))}
         share = conditioning.for_chunk(chunk, extra) if conditioning is not None else None
         if share is None and extra:
             share = ClipConditioning(frames=extra).for_chunk(chunk)
@@ -147,6 +158,7 @@ class VideoWorker:
                 request, step_callback(work.cancel_token, (work.result_index, chunk.index))
             )
         finding = self._safety(frames, work.safety_mode) if work.safety_mode != "none" else None
+        wire = frames_to_wire(frames, wire_format, self._device())
         meta = ChunkMeta(
             task_uuid=work.task_uuid,
             result_index=work.result_index,
@@ -154,10 +166,14 @@ class VideoWorker:
             seconds=time.perf_counter() - started,
             started_at=started_at,
             worker_pid=os.getpid(),
-            num_frames=len(frames),
+            num_frames=len(wire),
             safety=finding,
         )
-        return meta, frames
+        return meta, wire
+
+    def _device(self) -> Any:
+        """The backend's torch device (None when it names none: the CPU)."""
+        return getattr(self._backend, "device", None)
 
     # -- co-denoising (chunkMode: codenoise): windows kept here across steps ---------------------
     #
@@ -271,17 +287,20 @@ class VideoWorker:
 
     def windows_decode(self, keys: list[WindowKey]) -> tuple:
         """Decode each window from its final latents: ``(metas, frames_0, frames_1, ...)``, the
-        frames ``uint8 [num_frames, H, W, 3]`` one object per window (call with
-        ``num_returns=len(keys) + 1``). The safety check runs per window as ``chunk`` does."""
+        frames one object per window in its work's ``wire_format``, as ``chunk`` returns them
+        (call with ``num_returns=len(keys) + 1``). The safety check runs per window on the RGB
+        frames, as in ``chunk``."""
         backend = self._stepped_backend()
         metas, frames_out = [], []
         for key in keys:
             window = self._window(key)
             tick = time.perf_counter()
+            work = window.work
+            wire_format = resolve_wire_format(work.wire_format)
             with torch.inference_mode():
                 frames = backend.decode(window.state)
-            work = window.work
             finding = self._safety(frames, work.safety_mode) if work.safety_mode != "none" else None
+            frames = frames_to_wire(frames, wire_format, self._device())
             window.seconds += time.perf_counter() - tick
             metas.append(
                 ChunkMeta(
@@ -398,6 +417,54 @@ class AudioWorker:
         return meta, np.asarray(samples, dtype=np.float32)
 
 
+# -- frames on the wire (shared with the single-process reference, farm.render.codenoise) --------
+
+
+def frames_to_wire(frames: Any, wire_format: WireFormat, device: Any = None) -> np.ndarray | Yuv420Frames:
+    """A chunk's RGB frames (uint8 ``[n, H, W, 3]``, numpy or a torch tensor) as they leave a worker.
+
+    ``"rgb"``: the frames as a numpy array. ``"yuv420p"``: ``Yuv420Frames``, converted where the
+    frames are, or on ``device`` when it is a CUDA device (a backend that hands back host frames
+    from a GPU model: the upload and the kernel cost far less than converting on the worker's one
+    CPU): on CUDA the Triton kernel (``kernels.yuv.rgb_to_yuv420p``, within 1 level of swscale);
+    on the CPU swscale itself (``farm.io.encode.rgb_to_yuv420p_planes``: exactly the encoder's
+    conversion, and about 20x faster than the torch reference on one core).
+    """
+    if wire_format == "rgb":
+        return frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    tensor = frames if isinstance(frames, torch.Tensor) else None
+    if tensor is None and device is not None and torch.device(device).type == "cuda":
+        tensor = torch.from_numpy(_writable(np.asarray(frames))).to(device)
+    array = None if tensor is not None and tensor.is_cuda else np.asarray(frames if tensor is None else tensor.detach())
+    if array is not None and array.ndim == 4 and not array.shape[1] % 2 and not array.shape[2] % 2:
+        from farm.io.encode import rgb_to_yuv420p_planes
+
+        y, u, v = rgb_to_yuv420p_planes(array, threads=1)
+    else:  # CUDA frames, or odd sizes (rgb_to_yuv420p_planes takes even ones): the kernel
+        from kernels.yuv import rgb_to_yuv420p
+
+        source = tensor if tensor is not None else torch.from_numpy(_writable(np.asarray(frames)))
+        y, u, v = (plane.cpu().numpy() for plane in rgb_to_yuv420p(source))
+    return Yuv420Frames(y=y, u=u, v=v)
+
+
+def frames_from_wire(frames: np.ndarray | Yuv420Frames, *, start: int = 0) -> np.ndarray:
+    """uint8 RGB ``[n - start, H, W, 3]``: frames ``start:`` of frames as a worker returned them (a
+    sequential chunk's tail). ``Yuv420Frames`` go back through ``kernels.yuv.yuv420p_to_rgb`` with
+    bilinear chroma; RGB comes as it is."""
+    if not isinstance(frames, Yuv420Frames):
+        return frames[start:]
+    from kernels.yuv import yuv420p_to_rgb
+
+    y, u, v = (torch.from_numpy(_writable(p[start:])) for p in (frames.y, frames.u, frames.v))
+    return yuv420p_to_rgb(y, u, v, chroma_upsample="bilinear").numpy()
+
+
+def _writable(array: np.ndarray) -> np.ndarray:
+    """``array``, or a copy when it is read-only (arrays from Ray's object store are)."""
+    return array if array.flags.writeable else array.copy()
+
+
 # -- co-denoising helpers (shared with the single-process reference, farm.render.codenoise) ------
 
 
@@ -471,4 +538,4 @@ def shared_checksums(latents: torch.Tensor, shared: Sequence[int]) -> tuple[str,
     )
 
 
-__all__ = ["AudioWorker", "VideoWorker"]
+__all__ = ["AudioWorker", "VideoWorker", "frames_from_wire", "frames_to_wire"]

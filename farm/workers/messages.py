@@ -1,13 +1,18 @@
 """What travels between the scheduler and the worker actors: small, typed, torch-free messages.
 
 Frames never travel inside these messages: a worker returns a chunk as two objects (this
-module's small ``ChunkMeta`` and the frames array), so the scheduler reads the metadata without
+module's small ``ChunkMeta`` and the frames), so the scheduler reads the metadata without
 pulling the frames, and hands the frames' object reference on to the finisher that stitches them.
+The frames travel as ``Yuv420Frames`` (yuv420p planes, half the bytes of RGB24) or, when the work
+asks for ``wire_format="rgb"``, as a uint8 RGB array (see "Frames on the wire" at the end).
 """
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -38,6 +43,10 @@ class ChunkWork:
     #: previous chunk (whose own first frame is ``tail_start``) are known frames of this chunk;
     #: the previous chunk's frames come as a separate argument. None: no tail.
     tail_start: int | None = None
+    #: How the frames travel back (``resolve_wire_format``): ``"yuv420p"`` planes, ``"rgb"``, or
+    #: None for ``$FARM_WIRE_FORMAT`` (default ``"yuv420p"``). ``wire_format_for`` picks it per
+    #: output format.
+    wire_format: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,6 +173,8 @@ class CodenoiseWork:
     cancel_token: str | None = None
     #: As ``ChunkWork.safety_mode``, checked on each decoded window.
     safety_mode: str = "none"
+    #: As ``ChunkWork.wire_format``, for each decoded window.
+    wire_format: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.fusion_weights) != len(self.windows):
@@ -196,6 +207,7 @@ class WindowWork:
     guidance_scale: float
     cancel_token: str | None = None
     safety_mode: str = "none"
+    wire_format: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -221,3 +233,98 @@ class WindowsReply:
 class CheckpointLostError(RuntimeError):
     """A window's latent checkpoint could not be fetched (the node that held it is gone): the
     driver restarts the result from its noise instead."""
+
+
+# -- frames on the wire -------------------------------------------------------------------------
+
+WireFormat = Literal["rgb", "yuv420p"]
+"""How a worker returns frames: uint8 RGB ``[n, H, W, 3]``, or ``Yuv420Frames`` (12 bits a pixel)."""
+
+WIRE_FORMATS: tuple[str, ...] = ("rgb", "yuv420p")
+#: Environment variable giving the wire format of work that does not name one (read by the workers).
+WIRE_FORMAT_ENV = "FARM_WIRE_FORMAT"
+#: yuv420p is what the MP4 and WEBM codecs encode: converted once on the worker's device, the frames
+#: cross the object store at half the bytes and the finisher skips the colour conversion.
+DEFAULT_WIRE_FORMAT: WireFormat = "yuv420p"
+
+
+def resolve_wire_format(requested: str | None = None) -> WireFormat:
+    """``requested``, else ``$FARM_WIRE_FORMAT``, else ``"yuv420p"``; ``ValueError`` for anything else.
+
+    >>> resolve_wire_format("rgb")
+    'rgb'
+    """
+    source = "wire_format"
+    if requested is None:
+        requested, source = os.environ.get(WIRE_FORMAT_ENV) or DEFAULT_WIRE_FORMAT, WIRE_FORMAT_ENV
+    if requested not in WIRE_FORMATS:
+        raise ValueError(f"{source} must be one of {WIRE_FORMATS} (received: {requested!r})")
+    return requested  # type: ignore[return-value]  # checked against WIRE_FORMATS just above
+
+
+def wire_format_for(output_format: str, *, sequential: bool = False) -> WireFormat | None:
+    """The ``wire_format`` the chunks of a result should ask their workers for.
+
+    ``"rgb"`` where yuv420p would lose something: MOV is ProRes 4:2:2 at 10 bits, which built
+    from RGB keeps every chroma row and the conversion's extra precision; in ``sequential`` mode a
+    chunk's frames are also the next chunk's known frames, which must be exactly what the model
+    made. Otherwise None: the workers' default (``$FARM_WIRE_FORMAT``, yuv420p).
+
+    >>> wire_format_for("MOV"), wire_format_for("MP4", sequential=True), wire_format_for("WEBM")
+    ('rgb', 'rgb', None)
+    """
+    return "rgb" if output_format.upper() == "MOV" or sequential else None
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Yuv420Frames:
+    """A chunk's frames as yuv420p planes: what a video worker returns instead of RGB24.
+
+    BT.709, limited range, chroma sited and filtered as libswscale writes it for the encoder
+    (``kernels.yuv``), at the chunk's native size: ``y`` uint8 ``[n, H, W]``, ``u`` and ``v`` uint8
+    ``[n, ceil(H/2), ceil(W/2)]``. 12 bits a pixel, half of RGB24. Equal when every plane is.
+    """
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+
+    def __post_init__(self) -> None:
+        planes = (self.y, self.u, self.v)
+        if any(not isinstance(p, np.ndarray) or p.dtype != np.uint8 for p in planes) or self.y.ndim != 3:
+            raise ValueError(
+                "Yuv420Frames needs uint8 numpy planes y [n, H, W], u and v [n, H/2, W/2], got "
+                + ", ".join(f"{getattr(p, 'dtype', type(p).__name__)} {tuple(getattr(p, 'shape', ()))}" for p in planes)
+            )
+        n, height, width = self.y.shape
+        chroma = (n, math.ceil(height / 2), math.ceil(width / 2))
+        if self.u.shape != chroma or self.v.shape != chroma:
+            raise ValueError(
+                f"Yuv420Frames with y {self.y.shape} needs u and v of shape {chroma}, got {self.u.shape} and {self.v.shape}"
+            )
+
+    def __len__(self) -> int:
+        return self.y.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.y.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.y.shape[2]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the three planes."""
+        return self.y.nbytes + self.u.nbytes + self.v.nbytes
+
+    def __repr__(self) -> str:
+        return f"Yuv420Frames({len(self)} frames of {self.width}x{self.height}, {self.nbytes} bytes)"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Yuv420Frames):
+            return NotImplemented
+        return all(np.array_equal(a, b) for a, b in zip((self.y, self.u, self.v), (other.y, other.u, other.v)))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable arrays inside: equal, never hashed

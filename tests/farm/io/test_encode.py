@@ -19,7 +19,7 @@ import pytest
 
 from farm.domain.constants import OUTPUT_FPS, OUTPUT_QUALITY_MAX, OUTPUT_QUALITY_MIN
 from farm.domain.errors import EncodeError
-from farm.io.encode import ResultEncoder, quality_settings
+from farm.io.encode import ResultEncoder, quality_settings, rgb_to_yuv420p_planes
 
 FORMATS = ("MP4", "WEBM", "MOV")
 VIDEO_CODEC = {"MP4": "h264", "WEBM": "vp9", "MOV": "prores"}
@@ -293,6 +293,110 @@ def test_torch_tensor_frames(tmp_path):
     with encoder(path, "MP4", n=8) as enc:
         enc.write_frames(torch.from_numpy(frames(8, 144, 256)))
     assert decode(path)["frames"] == 8
+
+
+# ----------------------------------------------------------------------------- yuv420p planes in
+
+
+def decoded_planes(path: str) -> list[np.ndarray]:
+    """Every decoded frame's planes, as numpy arrays (10-bit formats as uint16)."""
+    out = []
+    with av.open(path) as c:
+        for frame in c.decode(video=0):
+            dtype = np.uint16 if frame.format.name.endswith("10le") else np.uint8
+            planes = []
+            for plane in frame.planes:
+                rows = np.frombuffer(plane, dtype).reshape(plane.height, plane.line_size // dtype().itemsize)
+                planes.append(rows[:, : plane.width].copy())
+            out.append(planes)
+    return out
+
+
+class _CodecInput:
+    """Stands in for an encoder's video stream: keeps the planes of every frame the codec gets."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.frames: list[list[np.ndarray]] = []
+
+    def encode(self, frame=None):
+        if frame is not None:
+            self.frames.append(
+                [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width].copy() for p in frame.planes]
+            )
+        return self._stream.encode(frame)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@pytest.mark.parametrize("fmt", ["MP4", "WEBM"])
+def test_planes_reach_the_codec_as_the_rgb_they_came_from_does(tmp_path, fmt):
+    """MP4 and WEBM take yuv420p planes as they are: swscale's planes of RGB frames are, sample for
+    sample, what the codec gets from those RGB frames (the workers' conversion on a CPU is that
+    one). Compared at the codec's input: libx264 itself does not give the same bytes twice for the
+    same small frames."""
+    rgb = frames(6, 48, 64)
+    inputs = {}
+    for name in ("rgb", "planes"):
+        with encoder(str(tmp_path / f"{name}{EXT[fmt]}"), fmt, width=64, height=48, n=6) as enc:
+            enc._video = inputs[name] = _CodecInput(enc._video)
+            if name == "rgb":
+                enc.write_frames(rgb)
+                continue
+            y, u, v = rgb_to_yuv420p_planes(rgb)
+            assert y.shape == (6, 48, 64) and u.shape == v.shape == (6, 24, 32)
+            enc.write_yuv420p(y[:4], u[:4], v[:4])
+            torch = pytest.importorskip("torch")
+            enc.write_yuv420p(*(torch.from_numpy(p[4:]) for p in (y, u, v)))  # CPU tensors too
+    assert len(inputs["rgb"].frames) == len(inputs["planes"].frames) == 6
+    for a, b in zip(inputs["rgb"].frames, inputs["planes"].frames):
+        assert all(np.array_equal(p, q) for p, q in zip(a, b))
+    assert decode(str(tmp_path / f"planes{EXT[fmt]}"))["frames"] == 6
+    with av.open(str(tmp_path / f"planes{EXT[fmt]}")) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc) == (1, 1, 1, 1)
+
+
+def test_mov_from_rgb_keeps_the_chroma_rows_that_planes_lose(tmp_path):
+    """ProRes 4:2:2 holds every chroma row: from RGB, 1-row colour stripes survive; from yuv420p
+    planes (one chroma row per two) they are averaged away. Why MOV results travel as RGB."""
+    rgb = np.zeros((2, 48, 64, 3), np.uint8)
+    rgb[:, 0::2] = (200, 40, 40)  # red and blue stripes, one row each
+    rgb[:, 1::2] = (40, 40, 200)
+    with encoder(str(tmp_path / "rgb.mov"), "MOV", width=64, height=48, n=2) as enc:
+        enc.write_frames(rgb)
+    with encoder(str(tmp_path / "planes.mov"), "MOV", width=64, height=48, n=2) as enc:
+        enc.write_yuv420p(*rgb_to_yuv420p_planes(rgb))
+    from_rgb, from_planes = decoded_planes(str(tmp_path / "rgb.mov")), decoded_planes(str(tmp_path / "planes.mov"))
+    assert len(from_planes) == 2
+    with av.open(str(tmp_path / "planes.mov")) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv422p10le"
+    # V (Cr) of a red row vs a blue row, in the middle of the picture, 10-bit.
+    red, blue = 20, 21
+    stripes = lambda planes: int(planes[0][2][red, 16]) - int(planes[0][2][blue, 16])  # noqa: E731 - one-line helper
+    assert stripes(from_rgb) > 300, "from RGB the stripes keep their colour"
+    assert abs(stripes(from_planes)) < 100, "from 4:2:0 planes they are averaged away"
+    # Luma is the same either way (within ProRes' quantisation).
+    assert np.abs(from_rgb[0][0].astype(int) - from_planes[0][0].astype(int)).mean() < 4
+
+
+def test_wrong_planes_raise_value_error_naming_the_shapes(tmp_path):
+    path = str(tmp_path / "p.mp4")
+    y, u, v = np.zeros((2, 144, 256), np.uint8), np.zeros((2, 72, 128), np.uint8), np.zeros((2, 72, 128), np.uint8)
+    with encoder(path, "MP4", n=2) as enc:
+        with pytest.raises(ValueError, match=r"u and v \[n, 72, 128\], got shapes \[\[2, 144, 256\], \[2, 144, 256\]"):
+            enc.write_yuv420p(y, y, v)
+        with pytest.raises(ValueError, match="got float32"):
+            enc.write_yuv420p(y.astype(np.float32), u, v)
+        with pytest.raises(ValueError, match="expected uint8 RGB frames"):
+            rgb_to_yuv420p_planes(np.zeros((1, 9, 16, 3), np.uint8))  # odd height
+        enc.write_yuv420p(y, u, v)
+    assert decode(path)["frames"] == 2
+    with pytest.raises(EncodeError, match="got 3 frames, expected exactly 2"):
+        with encoder(str(tmp_path / "q.mp4"), "MP4", n=2) as enc:
+            enc.write_yuv420p(*(np.concatenate([p, p[:1]]) for p in (y, u, v)))
+    assert_files_in(tmp_path, ["p.mp4"])
 
 
 # ----------------------------------------------------------------------------- failure paths

@@ -209,7 +209,7 @@ def test_frames_are_bit_identical_for_any_worker_count_and_equal_the_reference(
 def test_a_clip_of_one_window_is_that_window_denoised_alone(ray_cluster, workers, backend, embeds):
     plan = plan_windows(12, window_frames=17, overlap_frames=5)
     assert len(plan.chunks) == 1 and plan.render_frames == 13
-    result = LockstepDriver(workers[:2], work_for(plan), embeds).run()
+    result = LockstepDriver(workers[:2], work_for(plan, wire_format="rgb"), embeds).run()
     [frames] = frames_of(ray_cluster, result)
     np.testing.assert_array_equal(frames, denoised_alone(backend, plan.chunks[0], embeds))
     assert result.stats.exchange_bytes == 0 and result.stats.overlap_checks == 0
