@@ -532,8 +532,13 @@ class LockstepDriver:
             blocks.setdefault(j, []).append(index)
         checkpoint = self._checkpoint if self._resumable else None
         self._drop()
+        total_steps = self._begin(blocks, checkpoint)
+        self._lockstep(blocks, checkpoint.next_step if checkpoint is not None else 0, total_steps)
+        return self._decode(blocks)
 
-        # 1. Begin every window (from its noise, or from the checkpoint), check the shared frames.
+    def _begin(self, blocks: dict[int, list[int]], checkpoint: _Checkpoint | None) -> int:
+        """1. Begin every window (from its noise, or from the checkpoint), check the shared frames;
+        returns the number of steps."""
         replies = self._call(
             blocks,
             lambda actor, keys, indexes: actor.windows_begin.remote(
@@ -547,13 +552,13 @@ class LockstepDriver:
         total = {reply.num_steps for reply in replies.values()}
         if len(total) != 1:
             raise RenderError(f"co-denoising {self._where}: windows disagree on the number of steps: {sorted(total)}")
-        total_steps = total.pop()
         self._resumable = all(reply.resumable for reply in replies.values())
-        step = checkpoint.next_step if checkpoint is not None else 0
-        began = f"after resuming at step {step}" if checkpoint is not None else "at the start"
+        began = f"after resuming at step {checkpoint.next_step}" if checkpoint is not None else "at the start"
         self._checks += self._fusion.check_checksums(began, self._checksums(replies))
+        return total.pop()
 
-        # 2. Lockstep: fuse the overlap slices, step every window and predict the next step.
+    def _lockstep(self, blocks: dict[int, list[int]], step: int, total_steps: int) -> None:
+        """2. Fuse the overlap slices, step every window and predict the next step, to the end."""
         replies = self._call(blocks, lambda actor, keys, _: actor.windows_predict.remote(keys, step))
         pending: _Checkpoint | None = None
         while step < total_steps:
@@ -579,7 +584,8 @@ class LockstepDriver:
             if self._on_step is not None:
                 self._on_step(step)
 
-        # 3. Decode every window where it lives; the frames stay in the object store.
+    def _decode(self, blocks: dict[int, list[int]]) -> tuple[list[Any], list[Any]]:
+        """3. Decode every window where it lives; the frames stay in the object store."""
         metas: list[Any] = [None] * len(self._keys)
         frames: list[Any] = [None] * len(self._keys)
         refs = {}
@@ -696,7 +702,7 @@ def codenoise_reference(
     ever hold different latents on a shared frame."""
     import torch
 
-    from farm.workers.actors import frames_to_wire, shared_checksums, shared_slices, window_request, write_fused
+    from farm.workers.actors import frames_to_wire, window_request
     from farm.workers.messages import resolve_wire_format
     from models.stepped import as_stepped
 
@@ -723,21 +729,26 @@ def codenoise_reference(
             states = [stepped.begin_window(window_request(stepped, w, prompt, conditioning)) for w in works]
             indexes = [torch.tensor(w.shared, dtype=torch.long) for w in works]
             for step in range(stepped.num_steps(states[0])):
-                predictions = [stepped.predict(state, step) for state in states]
-                fused = fusion.fuse(
-                    {i: shared_slices(p, indexes[i]) for i, p in enumerate(predictions) if len(indexes[i])}
-                )
-                for i, (state, prediction) in enumerate(zip(states, predictions)):
-                    write_fused(prediction, indexes[i], fused.get(i))
-                    stepped.step(state, step, prediction)
-                digests = {
-                    i: shared_checksums(stepped.latents(s), w.shared) for i, (s, w) in enumerate(zip(states, works))
-                }
-                fusion.check_checksums(f"after step {step}", digests)
+                _reference_step(stepped, fusion, works, states, indexes, step)
             device = getattr(stepped, "device", None)
             return [frames_to_wire(stepped.decode(state), wire, device) for state in states]
     finally:
         torch.set_num_threads(threads)
+
+
+def _reference_step(
+    stepped: Any, fusion: OverlapFusion, works: Sequence[WindowWork], states: list[Any], indexes: list[Any], step: int
+) -> None:
+    """One lockstep step of the single-process reference: predict all, fuse, step all, check."""
+    from farm.workers.actors import shared_checksums, shared_slices, write_fused
+
+    predictions = [stepped.predict(state, step) for state in states]
+    fused = fusion.fuse({i: shared_slices(p, indexes[i]) for i, p in enumerate(predictions) if len(indexes[i])})
+    for i, (state, prediction) in enumerate(zip(states, predictions)):
+        write_fused(prediction, indexes[i], fused.get(i))
+        stepped.step(state, step, prediction)
+    digests = {i: shared_checksums(stepped.latents(s), w.shared) for i, (s, w) in enumerate(zip(states, works))}
+    fusion.check_checksums(f"after step {step}", digests)
 
 
 def stitch_windows(plan: ClipPlan, windows: Sequence[Any]) -> np.ndarray:
