@@ -126,3 +126,17 @@ def test_gateway_and_scheduler_load_no_torch(modules):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "", f"importing {modules} loaded {done.stdout.strip()}"
+
+
+def test_scheduler_and_render_functions_stay_short():
+    """A function of the scheduler or the render layer reads at a glance: at most 60 lines."""
+    long = []
+    for path in source_files():
+        if layer_of(module_name(path)) not in ("scheduler", "render"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 60:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, "functions over 60 lines:\n" + "\n".join(long)
