@@ -197,6 +197,30 @@ def _scoped(handler: grpc.RpcMethodHandler, scope: Callable[[Any], Any]) -> grpc
     return _replace(handler, **{name: unary})
 
 
+class _WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each of the farm's method handlers once (``_wrap``) and hands out the same wrapper
+    on every later call: grpc.aio asks the interceptors for every RPC, and building closures and
+    handler tuples per call cost more than the checks they run."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or not _ours(handler_call_details):
+            return handler
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method[len(SERVICE_PREFIX) :])
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+
 def _ours(details: grpc.HandlerCallDetails) -> bool:
     method = getattr(details, "method", "")
     return isinstance(method, str) and method.startswith(SERVICE_PREFIX)
@@ -215,7 +239,7 @@ def metadata_value(context: grpc.aio.ServicerContext, name: str) -> str | None:
 MetricsSource = Callable[[], Any]
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(_WrappingInterceptor):
     """Counts every call of the farm's service by short method name and final status code.
 
     ``metrics`` is a ``FarmMetrics`` (or a callable returning one, read per call, so a gateway may
@@ -223,14 +247,39 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
     """
 
     def __init__(self, metrics: Any):
+        super().__init__()
         self._metrics: MetricsSource = metrics if callable(metrics) else (lambda: metrics)
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or not _ours(handler_call_details):
-            return handler
-        method = handler_call_details.method[len(SERVICE_PREFIX) :]
-        return _scoped(handler, lambda context: self._counted(method, context))
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if handler.response_streaming:
+            return _scoped(handler, lambda context: self._counted(method, context))
+        name, behavior = _behavior_of(handler)
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            # ``_counted`` without the context manager's overhead (the hot path: Submit, GetResponse).
+            code = "UNKNOWN"
+            try:
+                response = await behavior(request, context)
+                code = _code_name(context.code()) or "OK"
+                return response
+            except grpc.aio.AbortError:
+                code = _code_name(context.code()) or "UNKNOWN"
+                raise
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            finally:
+                self._count(method, code)
+
+        return _replace(handler, **{name: unary})
+
+    def _count(self, method: str, code: str) -> None:
+        metrics = self._metrics()
+        if metrics is not None:
+            try:
+                metrics.grpc_request(method, code)
+            except Exception:  # metrics must never fail a call
+                log.exception("metrics.grpc_request failed")
 
     @asynccontextmanager
     async def _counted(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
@@ -245,12 +294,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             code = "CANCELLED"
             raise
         finally:
-            metrics = self._metrics()
-            if metrics is not None:
-                try:
-                    metrics.grpc_request(method, code)
-                except Exception:  # metrics must never fail a call
-                    log.exception("metrics.grpc_request failed")
+            self._count(method, code)
 
 
 def _code_name(code: Any) -> str | None:
@@ -280,20 +324,30 @@ def caller_key() -> str | None:
     return key
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(_WrappingInterceptor):
     """Checks ``authorization: Bearer <key>`` once per call; the servicer reads ``caller_key()``.
 
     Each gRPC call runs in its own asyncio task, so the key set here is seen by that call only.
     """
 
     def __init__(self, api_keys: ApiKeys):
+        super().__init__()
         self.api_keys = api_keys
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or not _ours(handler_call_details):
-            return handler
-        return _scoped(handler, self._authenticated)
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if handler.response_streaming:
+            return _scoped(handler, self._authenticated)
+        name, behavior = _behavior_of(handler)
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                key = self.api_keys.authenticate(metadata_value(context, "authorization"))
+            except UnauthenticatedError as exc:
+                await abort(context, exc)
+            _CALLER.set(key)
+            return await behavior(request, context)
+
+        return _replace(handler, **{name: unary})
 
     @asynccontextmanager
     async def _authenticated(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
@@ -346,7 +400,7 @@ def _safe_deserializer(deserialize: Callable[[bytes], Any]) -> Callable[[bytes],
     return safe
 
 
-class DecodeInterceptor(grpc.aio.ServerInterceptor):
+class DecodeInterceptor(_WrappingInterceptor):
     """Requests that do not decode end INVALID_ARGUMENT instead of UNKNOWN.
 
     grpc.aio deserializes before any handler runs and answers UNKNOWN ("Unexpected <class
@@ -355,9 +409,8 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):
     status, naming the field for a string that is not UTF-8.
     """
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or not _ours(handler_call_details) or handler.request_deserializer is None:
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if handler.request_deserializer is None:
             return handler
         name, behavior = _behavior_of(handler)
         return _replace(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -49,6 +50,9 @@ class SchedulerHost:
 
     def hand_over(self, spec: TaskSpec) -> bool:
         return self.core.hand_over(spec)
+
+    def hand_over_many(self, specs: list[TaskSpec]) -> list[bool]:
+        return self.core.hand_over_many(specs)
 
     def cancel(self, task_uuid: str) -> bool:
         return self.core.cancel(task_uuid)
@@ -151,6 +155,10 @@ class ActorClient:
 
     #: Seconds a call may take before the actor counts as unreachable (it answers in ms).
     CALL_TIMEOUT_S = 30.0
+    #: Hand-overs submitted within this window after a batch was sent go in the next batch: under
+    #: a burst of submissions the actor gets one call per window, not one per task (a lone
+    #: submission is sent at once).
+    HAND_OVER_WINDOW_S = 0.01
 
     def __init__(
         self,
@@ -184,21 +192,53 @@ class ActorClient:
         self._get(handle.set_profiles.remote(dict(profiles)))
         if warm:
             self._get(handle.warm_up.remote(warm))
+        self._pending: list[TaskSpec] = []
+        self._pending_ready = threading.Condition()
+        #: Held while a batch is taken and sent, so batches and later calls reach the actor in order.
+        self._send_lock = threading.Lock()
+        self._closed = False
+        self._sender = threading.Thread(target=self._send_loop, name="scheduler-hand-over", daemon=True)
+        self._sender.start()
 
     def _get(self, ref: Any, timeout: float | None = None) -> Any:
         return self._ray.get(ref, timeout=timeout or self.CALL_TIMEOUT_S)
 
     def hand_over(self, spec: TaskSpec) -> None:
-        # Fire and forget: a hand-over lost with a dying actor is repeated from the store at resync.
-        self.actor.hand_over.remote(spec)
+        # Fire and forget, batched: a hand-over lost with a dying actor is repeated from the store
+        # at resync.
+        with self._pending_ready:
+            self._pending.append(spec)
+            self._pending_ready.notify()
+
+    def _flush(self) -> None:
+        """Send the hand-overs not sent yet (before any call that must see them: cancel, snapshot)."""
+        with self._send_lock:
+            with self._pending_ready:
+                batch, self._pending = self._pending, []
+            if batch:
+                self.actor.hand_over_many.remote(batch)
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._pending_ready:
+                self._pending_ready.wait_for(lambda: self._pending or self._closed)
+                if self._closed and not self._pending:
+                    return
+            try:
+                self._flush()
+            except Exception:  # the actor restarts: the resync hands them over again
+                log.warning("hand-over to the scheduler failed; the resync repeats it", exc_info=True)
+            time.sleep(self.HAND_OVER_WINDOW_S)
 
     def cancel(self, task_uuid: str) -> bool:
+        self._flush()
         return bool(self._get(self.actor.cancel.remote(task_uuid)))
 
     def events(self, after: int, timeout: float) -> EventBatch:
         return self._get(self.actor.events.remote(after, timeout), timeout + self.CALL_TIMEOUT_S)
 
     def snapshot(self) -> Snapshot:
+        self._flush()
         return self._get(self.actor.snapshot.remote())
 
     def forget(self, task_uuid: str) -> None:
@@ -206,6 +246,10 @@ class ActorClient:
 
     def close(self, *, shutdown: bool = False) -> None:
         """Disconnect; ``shutdown`` also stops the scheduler and every worker it owns."""
+        with self._pending_ready:
+            self._closed = True
+            self._pending_ready.notify()
+        self._sender.join(5)
         if shutdown:
             try:
                 self._get(self.actor.stop.remote(), 15)

@@ -120,6 +120,10 @@ class SchedulerConfig:
     keep_ended: int = 10_000
     #: How often pool statistics are published as a ``stats`` event.
     stats_interval_s: float = 2.0
+    #: Queue positions are published at most this often (a ``positions`` event holds only the
+    #: positions that changed since the last one): a burst of submissions costs one event, not
+    #: one per task, and no event carries the whole queue twice a step.
+    positions_interval_s: float = 0.25
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -187,6 +191,8 @@ class _Task:
     message: str | None = None
     parameter: str | None = None
     error: BaseException | None = None
+    #: ``_demand``'s share of this task while its prompt is not encoded: (planned?, pools and units).
+    demand_share: tuple[bool, tuple[tuple[str, int], ...]] | None = None
 
     @property
     def tenant(self) -> str | None:
@@ -230,6 +236,10 @@ class SchedulerCore:
         self._event_seq = 0
         self._new_event = threading.Condition(self._lock)
         self._positions_dirty = False
+        #: Positions as last published: the next ``positions`` event carries what differs.
+        self._published_positions: dict[str, int] = {}
+        self._last_positions = float("-inf")
+        self._positions_backoff = 0.0
         self._last_stats = 0.0
         #: Scheduling latency (unit ready -> dispatched) and per-dispatch overhead, for metrics.
         self.latencies: collections.deque[float] = collections.deque(maxlen=10_000)
@@ -245,11 +255,18 @@ class SchedulerCore:
 
     def hand_over(self, spec: TaskSpec) -> bool:
         """Take over ``spec``'s render; False if the task is already here (a repeated hand-over)."""
+        return self.hand_over_many([spec])[0]
+
+    def hand_over_many(self, specs: list[TaskSpec]) -> list[bool]:
+        """``hand_over`` of each spec in order, under one lock (a gateway sends them in batches)."""
+        taken = []
         with self._lock:
-            if spec.task_uuid in self._tasks:
-                return False
-            self._admit(spec)
-            return True
+            for spec in specs:
+                new = spec.task_uuid not in self._tasks
+                if new:
+                    self._admit(spec)
+                taken.append(new)
+        return taken
 
     def cancel(self, task_uuid: str) -> bool:
         """Stop a task: queued units are dropped, running ones stop at their next step."""
@@ -293,7 +310,10 @@ class SchedulerCore:
     def snapshot(self) -> Snapshot:
         """Every task held (running or ended and not forgotten), current to ``seq``."""
         with self._lock:
-            positions = self._positions()
+            # Publish first: a reader that starts from this snapshot then applies the position
+            # changes after ``seq`` on top of exactly these positions.
+            self._publish_positions()
+            positions = self._published_positions
             tasks = tuple(self._task_snapshot(t, positions.get(t.spec.task_uuid)) for t in self._tasks.values())
             return Snapshot(epoch=self.epoch, seq=self._event_seq, tasks=tasks)
 
@@ -780,16 +800,26 @@ class SchedulerCore:
         prompt is not encoded yet (so a pool grows for a task's chunks when the task arrives)."""
         demand = self._queue.workers_wanted_by_pool()
         for task in self._tasks.values():
-            if task.status in ("preparing", "queued") and task.prompt is None:
-                chunks = len(task.plan.chunks) if task.plan is not None else 1
-                demand[task.pool] = demand.get(task.pool, 0) + chunks * len(task.results)
-                carries = any(v.type == "reference" for v in task.task.inputs.reference_videos)
-                if task.task.settings.audio and task.profile.audio_factory is not None and not carries:
-                    # The audio model loads while the prompt encodes and the first chunks render.
-                    audio = f"audio:{task.task.model}"
-                    self._ensure_pool(audio, "audio", task.profile)
-                    demand[audio] = demand.get(audio, 0) + len(task.results)
+            if task.prompt is None and task.status in ("preparing", "queued"):
+                share = task.demand_share
+                if share is None or share[0] != (task.plan is not None):
+                    share = task.demand_share = (task.plan is not None, self._demand_share(task))
+                for pool, units in share[1]:
+                    demand[pool] = demand.get(pool, 0) + units
         return demand
+
+    def _demand_share(self, task: _Task) -> tuple[tuple[str, int], ...]:
+        """The units a task waiting for its prompt will want per pool (cached by ``_demand``: the
+        loop runs every step over every such task, and a queue may hold thousands)."""
+        chunks = len(task.plan.chunks) if task.plan is not None else 1
+        share = [(task.pool, chunks * len(task.results))]
+        carries = any(v.type == "reference" for v in task.task.inputs.reference_videos)
+        if task.task.settings.audio and task.profile.audio_factory is not None and not carries:
+            # The audio model loads while the prompt encodes and the first chunks render.
+            audio = f"audio:{task.task.model}"
+            self._ensure_pool(audio, "audio", task.profile)
+            share.append((audio, len(task.results)))
+        return tuple(share)
 
     def _scale_pools(self) -> None:
         now = self._clock()
@@ -1265,17 +1295,32 @@ class SchedulerCore:
 
     def _positions(self) -> dict[str, int]:
         waiting = {
-            t.spec.task_uuid: (t.tenant, (-t.spec.priority, t.seq), sum(1 for _ in t.results) or 1)
+            t.spec.task_uuid: (t.tenant, (-t.spec.priority, t.seq), len(t.results) or 1)
             for t in self._tasks.values()
             if t.status in ("preparing", "queued")
         }
         return {task_uuid: i + 1 for i, task_uuid in enumerate(self._queue.task_order(waiting))}
 
+    def _publish_positions(self) -> None:
+        """Emit the positions that changed since the last ``positions`` event (None: no longer waiting)."""
+        self._positions_dirty = False
+        started = time.perf_counter()
+        current = self._positions()
+        # A deep queue makes the order costly: wait at least 20x what it took (<= 5% of the loop).
+        self._positions_backoff = 20 * (time.perf_counter() - started)
+        self._last_positions = self._clock()
+        published = self._published_positions
+        changes: dict[str, int | None] = {k: v for k, v in current.items() if published.get(k) != v}
+        changes.update((k, None) for k in published.keys() - current.keys())
+        self._published_positions = current
+        if changes:
+            self._emit("positions", data=changes)
+
     def _maybe_publish(self) -> None:
-        if self._positions_dirty:
-            self._positions_dirty = False
-            self._emit("positions", data=self._positions())
         now = self._clock()
+        due = self._last_positions + max(self.config.positions_interval_s, self._positions_backoff)
+        if self._positions_dirty and now >= due:
+            self._publish_positions()
         if now - self._last_stats >= self.config.stats_interval_s:
             self._last_stats = now
             self._emit("stats", data=self.stats())

@@ -24,7 +24,7 @@ EventKind = Literal[
     "failed",  # the task failed as a whole (bad media, no workers, ...): code/message/parameter
     "cancelled",  # the task stopped on its owner's request
     "done",  # every result of the task has ended
-    "positions",  # queue positions of the tasks not started yet: data = {task: position}
+    "positions",  # queue positions that changed: data = {task: position, or None once started/ended}
     "stats",  # pools, queues and utilisation (metrics)
 ]
 

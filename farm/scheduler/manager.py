@@ -216,7 +216,8 @@ class TaskManager:
         """Validate, persist and hand over a task; see ``TaskService.submit``."""
         task = self._parse(raw_task)
         client_uuid = task.task_uuid
-        digest = body_digest(canonical_body(raw_task))
+        canonical = canonical_body(raw_task)
+        digest = body_digest(canonical)
         refusal = self._admit_one()
         if refusal is not None:
             existing, _ = self._resolve(client_uuid, api_key)
@@ -229,12 +230,13 @@ class TaskManager:
             if existing is not None:
                 return self._resubmitted(existing, digest, client_uuid)
             stored = self._store_inline_media(raw_task, api_key)
+            body = canonical
             if stored is not raw_task:
                 task = self._parse(stored)
+                body = canonical_body(stored)
             # The base seed is fixed now and persisted: a render resumed after a restart gives
             # the same pictures as the one that was interrupted.
             base_seed = task.seed if task.seed is not None else secrets.randbelow(2**31)
-            body = canonical_body(stored)
             for _ in range(_MAX_SCOPES):
                 try:
                     record = self._store.insert_task(
@@ -258,7 +260,8 @@ class TaskManager:
                 if record is not None:
                     self._queued[record.task_uuid] = None
                     self._tasks[record.task_uuid] = task
-                    position = self._positions.get(record.task_uuid, len(self._queued))
+                    # An estimate until the scheduler's first word on it (at the back of the queue).
+                    position = self._positions.setdefault(record.task_uuid, len(self._queued))
         record = dataclasses.replace(record, queue_position=position)
         self._hand_over(record, stored)
         if self._metrics:
@@ -427,6 +430,8 @@ class TaskManager:
         held = {t.task_uuid: t for t in snapshot.tasks}
         with self._lock:
             self._epoch, self._cursor = snapshot.epoch, snapshot.seq
+            # Position events after ``seq`` are changes to these.
+            self._positions = {t.task_uuid: t.position for t in snapshot.tasks if t.position is not None}
         if not self._swept:
             self._sweep_partials(held)
             self._swept = True
@@ -716,8 +721,13 @@ class TaskManager:
         self._finish_task(event.task_uuid)
 
     def _on_positions(self, event: SchedulerEvent) -> None:
+        # The changes since the last event (the snapshot of a resync holds the rest).
         with self._lock:
-            self._positions = dict(event.data)
+            for task_uuid, position in event.data.items():
+                if position is None:
+                    self._positions.pop(task_uuid, None)
+                else:
+                    self._positions[task_uuid] = position
 
     def _on_stats(self, event: SchedulerEvent) -> None:
         if self._metrics is not None and hasattr(self._metrics, "scheduler_stats"):
@@ -855,6 +865,8 @@ class TaskManager:
         """``api_key``'s task ``task_uuid``, if stored, and the store's id for it (where it is, or
         where a new one goes): the UUID itself unless another key holds it, then a scoped id."""
         task_id, free = task_uuid, None
+        if not self._store.stored_ids([task_uuid, _scoped_id(api_key, task_uuid)]):
+            return None, task_uuid  # a new task (one statement instead of the walk below)
         for _ in range(_MAX_SCOPES):
             record = self._store.get_task(task_id)
             if record is None:
@@ -899,7 +911,7 @@ class TaskManager:
         with self._lock:
             position = self._positions.get(record.task_uuid)
             if position is None and record.task_uuid in self._queued:
-                position = list(self._queued).index(record.task_uuid) + 1
+                position = len(self._queued)  # not placed by the scheduler yet: at the back
         return dataclasses.replace(record, queue_position=position)
 
     def _resubmitted(self, existing: TaskRecord, digest: str, client_uuid: str) -> TaskRecord:

@@ -40,6 +40,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 
 from farm.domain.records import ResultRecord, ResultStatus, TaskRecord
@@ -323,6 +324,16 @@ class TaskStore:
             self._version += 1
             self._remember(record)
         return record
+
+    def stored_ids(self, task_uuids: Sequence[str]) -> set[str]:
+        """Which of ``task_uuids`` are stored (one statement; a new task's admission asks this)."""
+        known = {t for t in task_uuids if t in self._cache}
+        rest = [t for t in task_uuids if t not in known]
+        if rest:
+            marks = ",".join("?" * len(rest))
+            rows = self._reader().execute(f"SELECT task_uuid FROM tasks WHERE task_uuid IN ({marks})", rest)
+            known.update(row[0] for row in rows)
+        return known
 
     def get_task(self, task_uuid: str) -> TaskRecord | None:
         """The task with every result, or None."""

@@ -586,6 +586,40 @@ def test_positions_follow_the_fair_share_of_the_tasks_not_started(farm, task):
     assert {t.task_uuid: t.position for t in f.core.snapshot().tasks} == event.data
 
 
+def test_positions_events_carry_only_changes_and_come_at_most_every_interval(farm, task):
+    clock = FakeClock()
+    f = farm(FakeExecutor(auto_ready=False), clock=clock, default_pool=pool(1), positions_interval_s=0.25)
+    first = f.submit(task())
+    f.core.step(0)
+    assert [e.data for e in f.events(kind="positions")] == [{first: 1}]
+    second = f.submit(task())
+    f.core.step(0)
+    assert len(f.events(kind="positions")) == 1, "a second event within the interval"
+    clock.advance(0.3)
+    f.core.step(0)
+    assert f.events(kind="positions")[-1].data == {second: 2}, "only what changed"
+    f.executor.make_ready()
+    f.run(lambda: f.task(first).status == "running")
+    clock.advance(0.3)
+    f.run(lambda: f.events(kind="positions")[-1].data.get(first, 0) is None)
+    assert f.events(kind="positions")[-1].data == {first: None, second: 1}
+    # A reader starting from a snapshot has every position; the events after it are changes to them.
+    assert {t.task_uuid: t.position for t in f.core.snapshot().tasks} == {first: None, second: 1}
+
+
+def test_a_batch_of_hand_overs_is_taken_in_order_and_repeats_are_refused(farm, task):
+    f = farm(FakeExecutor(auto_ready=False), default_pool=pool(1))
+    raws = [task(), task()]
+    specs = [
+        TaskSpec(task_uuid=r["taskUUID"], body=r, api_key="k", seeds=(7,), results=(0,), out_dir=str(f.out))
+        for r in raws
+    ]
+    assert f.core.hand_over_many([specs[0], specs[1], specs[0]]) == [True, True, False]
+    f.core.step(0)
+    (event,) = f.events(kind="positions")
+    assert event.data == {raws[0]["taskUUID"]: 1, raws[1]["taskUUID"]: 2}
+
+
 def test_snapshot_reports_status_progress_and_chunk_renders(farm, task):
     f = farm(FakeExecutor(stop_on_cancel=False), default_pool=pool(2))
     f.executor.fail(lambda c: c.chunk_index == 0)
