@@ -98,6 +98,24 @@ def tiny_t5_encoder(
     return model_class(config).eval()
 
 
+def tiny_wan_transformer_config() -> dict:
+    """The tiny Wan 2.1 transformer's shape, shared by the plain and the VACE transformer."""
+    return {
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": 2,
+        "attention_head_dim": 12,
+        "in_channels": 16,
+        "out_channels": 16,
+        "text_dim": TEXT_DIM,
+        "freq_dim": 256,
+        "ffn_dim": 32,
+        "num_layers": 2,
+        "cross_attn_norm": True,
+        "qk_norm": "rms_norm_across_heads",
+        "rope_max_seq_len": 32,
+    }
+
+
 def tiny_wan_components(seed: int = DEFAULT_SEED) -> dict:
     """The components of a tiny Wan 2.1 text-to-video pipeline (see ``tiny_wan_pipeline``).
 
@@ -113,20 +131,7 @@ def tiny_wan_components(seed: int = DEFAULT_SEED) -> dict:
         temperal_downsample=[False, True, True],
     ).eval()
     torch.manual_seed(seed)
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=16,
-        out_channels=16,
-        text_dim=TEXT_DIM,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-    ).eval()
+    transformer = WanTransformer3DModel(**tiny_wan_transformer_config()).eval()
     tokenizer = tiny_t5_tokenizer()
     text_encoder = tiny_t5_encoder(len(tokenizer), seed=seed, umt5=True)
     # Wan 2.1 is a flow-matching model; shift 3.0 is what the 480p checkpoints use.
@@ -159,20 +164,7 @@ def tiny_vace_pipeline(seed: int = DEFAULT_SEED):
     components = tiny_wan_components(seed)
     torch.manual_seed(seed)
     components["transformer"] = WanVACETransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=16,
-        out_channels=16,
-        text_dim=TEXT_DIM,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-        vace_layers=[0, 1],
-        vace_in_channels=96,
+        **tiny_wan_transformer_config(), vace_layers=[0, 1], vace_in_channels=96
     ).eval()
     pipe = WanVACEPipeline(**components)
     pipe.set_progress_bar_config(disable=True)

@@ -370,25 +370,12 @@ def tiny_skyreels_df_pipeline(seed: int = 0):
     """A tiny random ``SkyReelsV2DiffusionForcingPipeline`` (UniPC flow scheduler, as the real one)."""
     from diffusers import SkyReelsV2DiffusionForcingPipeline, SkyReelsV2Transformer3DModel, UniPCMultistepScheduler
 
-    from models.tiny import TEXT_DIM, tiny_wan_components
+    from models.tiny import tiny_wan_components, tiny_wan_transformer_config
 
     components = tiny_wan_components(seed)
     del components["transformer_2"]
     torch.manual_seed(seed)
-    components["transformer"] = SkyReelsV2Transformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=16,
-        out_channels=16,
-        text_dim=TEXT_DIM,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-    ).eval()
+    components["transformer"] = SkyReelsV2Transformer3DModel(**tiny_wan_transformer_config()).eval()
     components["scheduler"] = UniPCMultistepScheduler(
         prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=8.0
     )
