@@ -626,7 +626,9 @@ def test_a_task_handed_over_again_by_a_resync_is_queued_again_for_watchers(gatew
 
     kinds = asyncio.run(asyncio.wait_for(watch(), 30))
     assert kinds[0] == "running" and kinds[-1] == "done"
-    assert kinds.index("queued") < kinds.index("running", 1), kinds
+    # Queued again, then running again (the start event may also repeat the first state: a watcher
+    # that subscribes while the start is being recorded hears it twice).
+    assert "running" in kinds[kinds.index("queued") :], kinds
 
 
 def test_cost_and_callbacks(gateway, make_task):
