@@ -526,7 +526,8 @@ def _schemathesis(base: str, examples: int) -> dict:
             "--report-dir",
             reports,
         ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+        # Run in the temporary directory: schemathesis keeps its own state (.schemathesis/) in its cwd.
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=reports)
         statuses: Counter[int] = Counter()
         for path in Path(reports).glob("*.ndjson"):
             statuses.update(int(code) for code in re.findall(r'"status_code":\s*(\d{3})', path.read_text()))
