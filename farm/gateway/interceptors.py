@@ -251,35 +251,7 @@ class MetricsInterceptor(_WrappingInterceptor):
         self._metrics: MetricsSource = metrics if callable(metrics) else (lambda: metrics)
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        if handler.response_streaming:
-            return _scoped(handler, lambda context: self._counted(method, context))
-        name, behavior = _behavior_of(handler)
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            # ``_counted`` without the context manager's overhead (the hot path: Submit, GetResponse).
-            code = "UNKNOWN"
-            try:
-                response = await behavior(request, context)
-                code = _code_name(context.code()) or "OK"
-                return response
-            except grpc.aio.AbortError:
-                code = _code_name(context.code()) or "UNKNOWN"
-                raise
-            except asyncio.CancelledError:
-                code = "CANCELLED"
-                raise
-            finally:
-                self._count(method, code)
-
-        return _replace(handler, **{name: unary})
-
-    def _count(self, method: str, code: str) -> None:
-        metrics = self._metrics()
-        if metrics is not None:
-            try:
-                metrics.grpc_request(method, code)
-            except Exception:  # metrics must never fail a call
-                log.exception("metrics.grpc_request failed")
+        return _scoped(handler, lambda context: self._counted(method, context))
 
     @asynccontextmanager
     async def _counted(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
@@ -294,7 +266,12 @@ class MetricsInterceptor(_WrappingInterceptor):
             code = "CANCELLED"
             raise
         finally:
-            self._count(method, code)
+            metrics = self._metrics()
+            if metrics is not None:
+                try:
+                    metrics.grpc_request(method, code)
+                except Exception:  # metrics must never fail a call
+                    log.exception("metrics.grpc_request failed")
 
 
 def _code_name(code: Any) -> str | None:
@@ -335,19 +312,7 @@ class AuthInterceptor(_WrappingInterceptor):
         self.api_keys = api_keys
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        if handler.response_streaming:
-            return _scoped(handler, self._authenticated)
-        name, behavior = _behavior_of(handler)
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                key = self.api_keys.authenticate(metadata_value(context, "authorization"))
-            except UnauthenticatedError as exc:
-                await abort(context, exc)
-            _CALLER.set(key)
-            return await behavior(request, context)
-
-        return _replace(handler, **{name: unary})
+        return _scoped(handler, self._authenticated)
 
     @asynccontextmanager
     async def _authenticated(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
