@@ -64,6 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import machine  # noqa: E402 - after the sys.path line that makes the repo importable
+from tests.serving import serve_command  # noqa: E402 - after the sys.path line that makes the repo importable
 
 RAY = str(Path(sys.executable).with_name("ray"))
 SMALL_TASK = {
@@ -628,18 +629,7 @@ class Serve:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "farm.cli",
-                "serve",
-                "--grpc-port",
-                "0",
-                "--http-port",
-                "0",
-                "--host",
-                "127.0.0.1",
-                "--data-dir",
-                str(self.data),
+                *serve_command(self.data),
                 "--workers",
                 str(self.workers),
                 "--ray-address",

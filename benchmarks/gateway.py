@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import machine  # noqa: E402 - after the sys.path line that makes the repo importable
+from tests.serving import serve_command  # noqa: E402 - after the sys.path line that makes the repo importable
 
 SMALL_TASK = {
     "taskType": "videoInference",
@@ -292,18 +293,7 @@ def _bench_gateway(args, mode: str) -> dict:
         config = Path(tmp) / "farm.yaml"
         config.write_text("max_queue: 1000000\n")
         command = [
-            sys.executable,
-            "-m",
-            "farm.cli",
-            "serve",
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--data-dir",
-            str(Path(tmp) / "data"),
+            *serve_command(Path(tmp) / "data"),
             "--config",
             str(config),
             "--workers",

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import machine  # noqa: E402 - after the sys.path line that makes the repo importable
+from tests.serving import serve_command  # noqa: E402 - after the sys.path line that makes the repo importable
 
 TASK = {
     "taskType": "videoInference",
@@ -68,18 +69,7 @@ def main() -> int:
     data = tempfile.mkdtemp(prefix="farm-cpu-")
     serve = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "farm.cli",
-            "serve",
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--data-dir",
-            data,
+            *serve_command(data),
             "--workers",
             str(args.workers),
         ],

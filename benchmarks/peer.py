@@ -407,14 +407,14 @@ def serve_once(min_workers: int, workers: int = 2) -> dict:
     import grpc
 
     from farm.v1 import farm_pb2_grpc
+    from tests.serving import serve_command
 
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "farm.yaml"
         config.write_text(f"pools:\n  '{MODEL}':\n    min_workers: {min_workers}\n    max_workers: {workers}\n")
         started = time.perf_counter()
         process = subprocess.Popen(
-            [sys.executable, "-m", "farm.cli", "serve", "--grpc-port", "0", "--http-port", "0", "--host", "127.0.0.1"]
-            + ["--data-dir", str(Path(tmp) / "data"), "--config", str(config), "--workers", str(workers)],
+            serve_command(Path(tmp) / "data", "--config", str(config), "--workers", str(workers)),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.media import probe
+from tests.serving import serve_command
 
 ROOT = Path(__file__).resolve().parents[3]
 FARM = [sys.executable, "-m", "farm.cli"]
@@ -162,16 +163,7 @@ def test_serve_registers_the_config_files_profiles(tmp_path):
     config.write_text("profiles: profiles.yaml\nmax_queue: 5\n")
     process = subprocess.Popen(
         [
-            *FARM,
-            "serve",
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--data-dir",
-            str(tmp_path / "data"),
+            *serve_command(tmp_path / "data"),
             "--config",
             str(config),
             "--workers",

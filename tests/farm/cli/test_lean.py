@@ -18,6 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.serving import serve_command
+
 ROOT = Path(__file__).resolve().parents[3]
 FARM = [sys.executable, "-m", "farm.cli"]
 
@@ -163,8 +165,7 @@ def test_serve_warms_its_minimum_pool_tells_live_from_ready_and_its_ray_dies_wit
     config = tmp_path / "farm.yaml"
     config.write_text(f"pools:\n  '{model}':\n    min_workers: 1\n    max_workers: 1\n")
     process = subprocess.Popen(
-        [*FARM, "serve", "--grpc-port", "0", "--http-port", "0", "--host", "127.0.0.1"]
-        + ["--data-dir", str(tmp_path / "data"), "--config", str(config), "--workers", "1"],
+        serve_command(tmp_path / "data", "--config", str(config), "--workers", "1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

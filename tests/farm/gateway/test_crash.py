@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -22,6 +21,7 @@ from google.protobuf import json_format
 
 from farm.v1 import farm_pb2, farm_pb2_grpc
 from tests.media import probe
+from tests.serving import serve_command
 
 pytest.importorskip("farm.scheduler.manager")
 psutil = pytest.importorskip("psutil")
@@ -44,18 +44,7 @@ def _start(data_dir, log_path):
     log = open(log_path, "a")
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "farm.cli",
-            "serve",
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--data-dir",
-            str(data_dir),
+            *serve_command(data_dir),
             "--workers",
             "1",
         ],

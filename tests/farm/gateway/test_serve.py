@@ -6,13 +6,14 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 
 import grpc
 import pytest
+
+from tests.serving import serve_command
 
 pytest.importorskip("farm.scheduler.manager")
 
@@ -26,18 +27,7 @@ def test_serve_binds_free_ports_requires_keys_and_stops_on_sigterm(tmp_path, mak
     config.write_text("api_keys: [k1]\nmax_queue: 5\npublic_base_url: https://videos.example.com\n")
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "farm.cli",
-            "serve",
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--data-dir",
-            str(tmp_path / "data"),
+            *serve_command(tmp_path / "data"),
             "--config",
             str(config),
             "--workers",

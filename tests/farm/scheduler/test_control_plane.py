@@ -27,6 +27,7 @@ from google.protobuf import json_format
 from farm.domain.planner import plan_clip
 from farm.v1 import farm_pb2, farm_pb2_grpc
 from tests.media import probe
+from tests.serving import serve_command
 
 psutil = pytest.importorskip("psutil")
 
@@ -101,18 +102,7 @@ def ray_head(tmp_path_factory):
 def _serve(data_dir: Path, address: str, log: Path):
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "farm.cli",
-            "serve",
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--data-dir",
-            str(data_dir),
+            *serve_command(data_dir),
             "--workers",
             "2",
             "--ray-address",
