@@ -212,14 +212,24 @@ def test_a_killed_scheduler_is_restarted_and_the_gateway_hands_its_tasks_over_ag
     gateway, grpc_port, _ = _serve(data, ray_head, tmp_path / "gateway.log")
     try:
         stub = _stub(grpc_port)
+        # The killer joins Ray first (seconds) and kills on a word from stdin (milliseconds), so the
+        # kill lands while the task renders, not after its last chunk.
+        code = (
+            "import ray, sys\n"
+            f"ray.init(address={ray_head!r}, logging_level='ERROR', log_to_driver=False)\n"
+            "actor = ray.get_actor('farm-scheduler', namespace='farm')\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.readline()\n"
+            "ray.kill(actor, no_restart=False)\n"
+        )
+        killer = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert killer.stdout.readline().strip() == "ready"
         _submit(stub, task)
         _wait_chunks(stub, task["taskUUID"], 2)
-        code = (
-            "import ray\n"
-            f"ray.init(address={ray_head!r}, logging_level='ERROR', log_to_driver=False)\n"
-            "ray.kill(ray.get_actor('farm-scheduler', namespace='farm'), no_restart=False)\n"
-        )
-        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
+        killer.communicate("kill\n", timeout=120)
+        assert killer.returncode == 0
         answer = _wait_done(stub, task["taskUUID"], timeout=400)
         assert answer.data[0].status == "success", answer
         # The restarted scheduler rendered the result again from its first chunk (same seed).
