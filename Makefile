@@ -9,7 +9,8 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 TASK ?= examples/text-to-video-480p.json
 OUT ?= out
-WORKERS ?= 2
+# Video workers for `make render` (empty: farm render's default for its executor).
+WORKERS ?=
 
 STAMP := $(VENV)/.installed
 
@@ -24,7 +25,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 render: $(STAMP)
-	$(VENV)/bin/farm render $(TASK) --out $(OUT) --workers $(WORKERS)
+	$(VENV)/bin/farm render $(TASK) --out $(OUT) $(if $(WORKERS),--workers $(WORKERS))
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -5,8 +5,9 @@
 Every comparison runs in this one invocation, its two sides interleaved (A, B, A, B, ...), and
 reports medians and their ratio (farm / plain):
 
-* ``cold``: ``farm render`` of a 5 s 480p task without audio in a fresh process (Ray, workers,
-  models, render, encode, exit) against ``peer.py plain``, the script a user would write with
+* ``cold``: ``farm render`` of a 5 s 480p task without audio in a fresh process (its default
+  executor: in-process on one machine; the side ``ray`` is ``--executor ray``: embedded Ray, worker
+  actors) against ``peer.py plain``, the script a user would write with
   diffusers: the same tiny VACE pipeline, windows (17 frames, overlap 5, 13 of them), steps,
   guidance, noise layout, blend and encoder settings; one process, a loop over the windows, a
   crossfade, PyAV. Wall time from start to exit; the peak of the summed RSS of the whole process
@@ -279,7 +280,7 @@ def median(values: list[float]) -> float:
 def cold(rounds: int, plain_threads: int, baseline: Path | None) -> dict:
     """``farm render`` (fresh process) against the plain script (fresh process), interleaved; with
     ``baseline`` (a checkout of the code before) its ``farm render`` too."""
-    runs: dict[str, list[dict]] = {"farm": [], "plain": []}
+    runs: dict[str, list[dict]] = {"farm": [], "plain": [], "ray": []}
     if baseline is not None:
         runs["before"] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -301,7 +302,8 @@ def cold(rounds: int, plain_threads: int, baseline: Path | None) -> dict:
                 else:
                     cwd = baseline if side == "before" and baseline is not None else ROOT
                     env = {**os.environ, "PYTHONPATH": str(cwd)}
-                    run = run_measured([*render, str(out)], out / f"{task['taskUUID']}-0.mp4", cwd=cwd, env=env)
+                    command = [*render, str(out)] + (["--executor", "ray"] if side == "ray" else [])
+                    run = run_measured(command, out / f"{task['taskUUID']}-0.mp4", cwd=cwd, env=env)
                 runs[side].append(run)
                 print(
                     f"  cold {side:6s} round {i}: wall {run['wall_s']:5.1f} s, RSS {run['rss_mib']:5.0f} MiB, "

@@ -1,6 +1,6 @@
 """The ``farm`` command line.
 
-    farm render TASK.json [--out DIR] [--workers N] [--ray-address ADDR] ...
+    farm render TASK.json [--out DIR] [--executor auto|in-process|ray] [--workers N] [--ray-address ADDR] ...
     farm serve [--grpc-port 50051] [--http-port 8080] [--data-dir DIR] [--config FILE] [--ray-address ADDR]
     farm models [--profiles PATH]
     farm submit TASK.json [--server HOST:PORT] [--wait]
@@ -8,8 +8,9 @@
     farm cancel UUID [--server HOST:PORT]
     farm seams FILE (--chunks WINDOW,OVERLAP | --seams A-B,...) [--json]
 
-``render`` renders a seed-shaped ``videoInference`` task (or a JSON array of them) on an embedded
-local Ray (or an existing cluster) and prints each result's file, seed and timing. ``serve`` runs
+``render`` renders a seed-shaped ``videoInference`` task (or a JSON array of them) in this
+process (``--executor in-process``, the default on one machine), or on an embedded local Ray or an
+existing cluster (``--executor ray``), and prints each result's file, seed and timing. ``serve`` runs
 the gateway (gRPC + JSON/REST); ``submit``/``status``/``cancel`` are its gRPC client. ``models``
 lists the configured model profiles; ``render``, ``serve`` and ``models`` take ``--profiles PATH``
 (a YAML file or a directory of them, docs/profiles.md).
@@ -30,6 +31,11 @@ from farm.domain.task import VideoInferenceTask
 EXIT_INVALID = 2
 EXIT_FAILED = 1
 
+#: ``farm render --workers`` defaults: threads of one process share its cores (and the GIL for
+#: the model code's Python), worker actors are processes of their own.
+IN_PROCESS_WORKERS = 1
+RAY_WORKERS = 2
+
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="farm", description="Open render farm for SkyReels-V4-style video tasks.")
@@ -39,15 +45,30 @@ def _build_parser() -> argparse.ArgumentParser:
         help="render a task file end to end on Ray",
         description=(
             "Render a videoInference task (a JSON object, or an array of them, in the seed API's "
-            "shape) into video files. Chunks of every result run in parallel on video worker "
-            "actors; audio renders concurrently on a dedicated audio worker. Invalid tasks exit "
+            "shape) into video files. Chunks of every result run on video workers (threads of this "
+            "process, or Ray actors: --executor); audio renders concurrently on a dedicated audio "
+            "worker. Invalid tasks exit "
             f"with status {EXIT_INVALID} and list every violation with its field path."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     render.add_argument("task", help="task JSON file ('-' reads standard input)")
     render.add_argument("--out", default="out", help="directory the result files are written to")
-    render.add_argument("--workers", type=int, default=2, help="video worker actors (one chunk at a time each)")
+    render.add_argument(
+        "--executor",
+        choices=["auto", "in-process", "ray"],
+        default="auto",
+        help="where chunks render: 'in-process' (threads of this command, no Ray: the fastest start "
+        "on one machine), 'ray' (worker actors on an embedded local Ray or --ray-address); 'auto' "
+        "takes Ray for --ray-address / RAY_ADDRESS, --gpus-per-worker or chunkMode codenoise, "
+        "else in-process",
+    )
+    render.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=f"video workers, one chunk at a time each [in-process: {IN_PROCESS_WORKERS}, ray: {RAY_WORKERS}]",
+    )
     render.add_argument(
         "--ray-address",
         default=None,
@@ -252,15 +273,23 @@ def _render(args: argparse.Namespace) -> int:
     if not _register_profiles(args.profiles):
         return EXIT_INVALID
     tasks = _load_tasks(args.task)
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return EXIT_INVALID
+    executor = _choose_executor(args, tasks)
+    if executor is None:
+        return EXIT_INVALID
+    args.executor = executor
+    if args.workers is None:
+        args.workers = IN_PROCESS_WORKERS if executor == "in-process" else RAY_WORKERS
+    started = time.perf_counter()
+    if executor == "in-process":
+        return _render_tasks(args, tasks, started)
 
     import ray
 
     from farm.workers.cluster import connect_ray, stop_ray
 
-    started = time.perf_counter()
     # Ray that was up before (a caller of main() in-process) is the caller's to stop.
     own_ray = not ray.is_initialized()
     connect_ray(args.ray_address, min_cpus=args.workers + 1)
@@ -274,13 +303,42 @@ def _render(args: argparse.Namespace) -> int:
             stop_ray()
 
 
+def _choose_executor(args: argparse.Namespace, tasks: list[VideoInferenceTask]) -> str | None:
+    """``args.executor`` with ``auto`` decided; None (after printing why) when it cannot render ``tasks``."""
+    import os
+
+    from models.profiles import get_profile
+
+    def codenoise(task: VideoInferenceTask) -> bool:
+        mode = task.settings.chunk_mode or getattr(get_profile(task.model), "chunk_mode", None)
+        return mode == "codenoise"
+
+    needs_ray = [t.task_uuid for t in tasks if codenoise(t)]
+    if args.executor == "in-process":
+        if args.ray_address:
+            print("error: --ray-address needs --executor ray (or auto)", file=sys.stderr)
+            return None
+        if needs_ray:
+            print(
+                f"error: task {needs_ray[0]}: settings.chunkMode 'codenoise' co-denoises across worker actors; "
+                "render it with --executor ray (or auto)",
+                file=sys.stderr,
+            )
+            return None
+        return "in-process"
+    if args.executor == "ray":
+        return "ray"
+    cluster = args.ray_address or os.environ.get("RAY_ADDRESS")
+    return "ray" if cluster or args.gpus_per_worker > 0 or needs_ray else "in-process"
+
+
 def _render_tasks(args: argparse.Namespace, tasks: list[VideoInferenceTask], started: float) -> int:
-    """Render ``tasks`` on pools of workers started for them (Ray is up); the exit status."""
+    """Render ``tasks`` on pools of workers started for them (Ray is up, or in-process); the exit status."""
     import torch
 
     from farm.render.conditioning import extend_lead_frames
     from farm.scheduler.local import plan_task, render_task
-    from farm.workers.pool import WorkerConfig, WorkerPool
+    from farm.workers.pool import InProcessPool, WorkerConfig, WorkerPool
     from models.profiles import get_profile
 
     if args.weights:
@@ -292,32 +350,38 @@ def _render_tasks(args: argparse.Namespace, tasks: list[VideoInferenceTask], sta
                 replace=True,
             )
 
+    in_process = args.executor == "in-process"
     # The driver only blends and resizes (uint8, vectorised); more torch threads here spin in
     # OpenMP and take cores from the workers and the encoder (measured: -25% chunk throughput).
-    torch.set_num_threads(args.driver_threads)
-    pools: dict[str, WorkerPool] = {}
+    # In-process the workers share this process: they set the torch threads (--torch-threads).
+    if not in_process:
+        torch.set_num_threads(args.driver_threads)
+    pools: dict[str, WorkerPool | InProcessPool] = {}
     status = 0
     try:
         for task in tasks:
             profile = get_profile(task.model)
             if task.model not in pools:
-                pools[task.model] = WorkerPool(
-                    profile,
-                    WorkerConfig(
-                        video_workers=args.workers,
-                        gpus_per_worker=args.gpus_per_worker,
-                        torch_threads=args.torch_threads,
-                        # Start only what the work needs: no audio model for audio-less tasks.
-                        audio_worker=profile.audio_factory is not None
-                        and any(t.settings.audio and t.model == task.model for t in tasks),
-                    ),
+                config = WorkerConfig(
+                    video_workers=args.workers,
+                    gpus_per_worker=args.gpus_per_worker,
+                    torch_threads=args.torch_threads,
+                    # Start only what the work needs: no audio model for audio-less tasks.
+                    audio_worker=profile.audio_factory is not None
+                    and any(t.settings.audio and t.model == task.model for t in tasks),
                 )
-                # No wait for the models to load: chunks queue on the actors and start as soon as
-                # each one is up, and the audio model loads while the first chunks render.
-                audio = " + 1 audio" if pools[task.model].audio_worker is not None else ""
+                audio = " + 1 audio" if config.audio_worker else ""
+                if in_process:
+                    # Workers are built on threads of this process as the first chunks wait.
+                    pools[task.model] = InProcessPool(profile, config)
+                    where = "in this process, no Ray"
+                else:
+                    # No wait for the models to load: chunks queue on the actors and start as soon
+                    # as each one is up, and the audio model loads while the first chunks render.
+                    pools[task.model] = WorkerPool(profile, config)
+                    where = f"Ray up in {time.perf_counter() - started:.1f}s"
                 print(
-                    f"starting {args.workers} video{audio} worker(s) for {profile.model_id} "
-                    f"(Ray up in {time.perf_counter() - started:.1f}s)",
+                    f"starting {args.workers} video{audio} worker(s) for {profile.model_id} ({where})",
                     file=sys.stderr,
                 )
             # An extended video's tail leads the grid (farm.render.conditioning): count its chunks too.

@@ -4,6 +4,8 @@
 cluster's control plane runs, with a ``RayExecutor`` that finishes results (stitch, resize, encode)
 in threads of this process and can show every final frame to ``on_frames``. Workers come from a
 ``WorkerPool`` the caller keeps warm between tasks, or are started for the task and stopped after.
+With an ``InProcessPool`` the workers are objects on threads of this process instead
+(``farm.render.inprocess``: no Ray at all, what ``farm render`` uses on one machine).
 
 Example::
 
@@ -33,7 +35,7 @@ from farm.scheduler.pools import PoolPolicy
 
 if TYPE_CHECKING:
     from farm.io.media import MediaResolver
-    from farm.workers.pool import WorkerPool
+    from farm.workers.pool import InProcessPool, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ __all__ = ["render_task", "plan_task", "result_seeds", "RenderEvent", "RenderRes
 
 def render_task(
     task: VideoInferenceTask,
-    pool: WorkerPool,
+    pool: WorkerPool | InProcessPool,
     out_dir: str | Path,
     *,
     base_seed: int | None = None,
@@ -138,7 +140,7 @@ def _raise_failure(core: SchedulerCore, task_uuid: str, wanted: Sequence[int]) -
 
 
 def _local_core(
-    pool: WorkerPool, on_frames: FramesCallback | None, resolver: MediaResolver | None, blend: str
+    pool: WorkerPool | InProcessPool, on_frames: FramesCallback | None, resolver: MediaResolver | None, blend: str
 ) -> tuple[SchedulerCore, Any]:
     from farm.render.dispatch import RayExecutor
 
@@ -150,8 +152,17 @@ def _local_core(
 
         return MediaResolver(guard=UrlGuard())
 
+    from farm.workers.pool import InProcessPool
+
     profile = pool.profile
-    count = max(1, len(pool.video_workers))
+    if isinstance(pool, InProcessPool):
+        from farm.render.inprocess import InProcessExecutor
+
+        executor: Any = InProcessExecutor(resolver_for=resolver_for, on_frames=on_frames)
+        count = pool.config.video_workers  # started as chunks wait, kept by the pool afterwards
+    else:
+        executor = RayExecutor(finishing="local", on_frames=on_frames, resolver_for=resolver_for)
+        count = max(1, len(pool.video_workers))
     config = SchedulerConfig(
         default_pool=PoolPolicy(min_workers=0, max_workers=count),
         audio_pool=PoolPolicy(min_workers=0, max_workers=1),
@@ -162,7 +173,6 @@ def _local_core(
         blend=blend,
         stats_interval_s=1e9,
     )
-    executor = RayExecutor(finishing="local", on_frames=on_frames, resolver_for=resolver_for)
     core = SchedulerCore(executor, {profile.model_id: profile}, config)
     core.adopt("video", profile, [executor.adopt(actor, "video") for actor in pool.video_workers])
     if pool.audio_worker is not None:
@@ -170,7 +180,7 @@ def _local_core(
     return core, executor
 
 
-def _sync_pool(core: SchedulerCore, executor: Any, pool: WorkerPool) -> None:
+def _sync_pool(core: SchedulerCore, executor: Any, pool: WorkerPool | InProcessPool) -> None:
     """The pool keeps whatever workers are alive now (replacements included) for its next task."""
     profile = pool.profile
     name = f"video:{profile.model_id}"

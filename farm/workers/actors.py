@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from farm.domain.errors import TaskCancelledError
-from farm.workers.cancel import CANCEL_POLL_S, cancel_flags, step_callback
+from farm.workers.cancel import CANCEL_POLL_S, LocalCancelFlags, cancel_flags, step_callback
 from farm.workers.messages import (
     AudioMeta,
     AudioWork,
@@ -51,12 +51,15 @@ def _set_threads(torch_threads: int | None) -> None:
 
 
 class VideoWorker:
-    """Renders temporal chunks with the profile's video backend (wrapped by ``ray.remote``)."""
+    """Renders temporal chunks with the profile's video backend (wrapped by ``ray.remote``, or
+    called on a thread of the in-process executor, ``farm.render.inprocess``, with its ``flags``)."""
 
-    def __init__(self, profile: ModelProfile, torch_threads: int | None = 1):
+    def __init__(self, profile: ModelProfile, torch_threads: int | None = 1, *, flags: LocalCancelFlags | None = None):
         _set_threads(torch_threads)
         started = time.perf_counter()
         self._profile = profile
+        #: In-process cancel flags (None: the named ``CancelFlags`` actor).
+        self._local_flags = flags
         self._backend = profile.video_factory()
         # The conditioning a text-only chunk needs (VACE's blank video) is encoded now, at load, so
         # the first chunk renders at warm speed (models.wan ``prime``).
@@ -155,7 +158,7 @@ class VideoWorker:
         )
         with torch.inference_mode():
             frames = self._backend.render_chunk(
-                request, step_callback(work.cancel_token, (work.result_index, chunk.index))
+                request, step_callback(work.cancel_token, (work.result_index, chunk.index), self._local_flags)
             )
         finding = self._safety(frames, work.safety_mode) if work.safety_mode != "none" else None
         wire = frames_to_wire(frames, wire_format, self._device())
@@ -374,8 +377,9 @@ class VideoWorker:
 class AudioWorker:
     """Renders whole-clip audio with the profile's audio backend (wrapped by ``ray.remote``)."""
 
-    def __init__(self, profile: ModelProfile, torch_threads: int | None = 1):
+    def __init__(self, profile: ModelProfile, torch_threads: int | None = 1, *, flags: LocalCancelFlags | None = None):
         _set_threads(torch_threads)
+        self._local_flags = flags
         if profile.audio_factory is None:
             raise ValueError(f"profile {profile.model_id!r} has no audio backend")
         started = time.perf_counter()
@@ -406,7 +410,7 @@ class AudioWorker:
             voice_rate=voice_rate,
         )
         with torch.inference_mode():
-            samples = self._backend.render(request, step_callback(work.cancel_token))
+            samples = self._backend.render(request, step_callback(work.cancel_token, local=self._local_flags))
         meta = AudioMeta(
             task_uuid=work.task_uuid,
             result_index=work.result_index,

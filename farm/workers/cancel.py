@@ -8,6 +8,7 @@ in the named namespace ``farm`` so every driver and the scheduler find the same 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -64,6 +65,35 @@ class CancelFlags:
         return sorted(sys.modules)
 
 
+class LocalCancelFlags(CancelFlags):
+    """``CancelFlags`` for workers that are threads of this process (the in-process executor):
+    the same calls, made directly, each under one lock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def cancel(self, token: str) -> None:
+        with self._lock:
+            super().cancel(token)
+
+    def clear(self, token: str) -> None:
+        with self._lock:
+            super().clear(token)
+
+    def report(self, token: str, result_index: int, chunk_index: int, step: int, total: int) -> bool:
+        with self._lock:
+            return super().report(token, result_index, chunk_index, step, total)
+
+    def progress(self, tokens: Sequence[str]) -> dict[str, dict[tuple[int, int], int]]:
+        with self._lock:
+            return super().progress(tokens)
+
+    def is_cancelled(self, token: str) -> bool:
+        with self._lock:
+            return super().is_cancelled(token)
+
+
 def cancel_flags():
     """The named ``CancelFlags`` actor, started on first use (no CPU reserved: it only answers).
 
@@ -94,14 +124,19 @@ def shutdown_cancel_flags() -> None:
         pass
 
 
-def step_callback(token: str | None, unit: tuple[int, int] | None = None) -> Callable[[int, int], None] | None:
+def step_callback(
+    token: str | None, unit: tuple[int, int] | None = None, local: LocalCancelFlags | None = None
+) -> Callable[[int, int], None] | None:
     """A backend step callback raising ``TaskCancelledError`` once ``token``'s render is cancelled.
 
     With ``unit`` (result index, chunk index) the same call reports the unit's denoising step, so
-    the scheduler can show progress inside chunks.
+    the scheduler can show progress inside chunks. ``local``: ask these in-process flags instead
+    of the named actor (the in-process executor; no Ray call).
     """
     if token is None:
         return None
+    if local is not None:
+        return _local_step_callback(token, unit, local)
     flags = cancel_flags()
     last = [0.0]
 
@@ -114,6 +149,22 @@ def step_callback(token: str | None, unit: tuple[int, int] | None = None) -> Cal
             cancelled = ray.get(flags.is_cancelled.remote(token))
         else:
             cancelled = ray.get(flags.report.remote(token, unit[0], unit[1], step + 1, total))
+        if cancelled:
+            raise TaskCancelledError(f"render {token} cancelled at step {step + 1}/{total}")
+
+    return on_step
+
+
+def _local_step_callback(
+    token: str, unit: tuple[int, int] | None, flags: LocalCancelFlags
+) -> Callable[[int, int], None]:
+    """``step_callback`` over in-process flags: every step is asked (a lock, no round trip)."""
+
+    def on_step(step: int, total: int) -> None:
+        if unit is None:
+            cancelled = flags.is_cancelled(token)
+        else:
+            cancelled = flags.report(token, unit[0], unit[1], step + 1, total)
         if cancelled:
             raise TaskCancelledError(f"render {token} cancelled at step {step + 1}/{total}")
 

@@ -87,3 +87,25 @@ class WorkerPool:
                 ray.kill(actor)
         self.video_workers = []
         self.audio_worker = None
+
+
+class InProcessPool:
+    """Workers as objects of this process (``farm.render.inprocess``), for ``render_task`` without Ray.
+
+    Starts nothing by itself: the first task builds up to ``config.video_workers`` video workers
+    (and an audio worker once a result wants audio) on threads of this process as its chunks wait;
+    the pool keeps them for the next task. ``config``'s Ray fields (CPUs, GPUs) do not apply.
+    """
+
+    def __init__(self, profile: ModelProfile, config: WorkerConfig | None = None):
+        self.profile = profile
+        self.config = config or WorkerConfig(video_workers=1)
+        #: ``VideoWorker`` / ``AudioWorker`` objects with their models built.
+        self.video_workers: list[VideoWorker] = []
+        self.audio_worker: AudioWorker | None = None
+        self.replacements = 0
+
+    def shutdown(self) -> None:
+        """Drop the workers (their models are freed with them)."""
+        self.video_workers = []
+        self.audio_worker = None

@@ -22,7 +22,7 @@ def run_farm(*args, **kwargs):
 def test_render_help_explains_the_options():
     done = run_farm("render", "--help")
     assert done.returncode == 0
-    for option in ("--out", "--workers", "--ray-address", "--gpus-per-worker", "--seed", "--weights"):
+    for option in ("--out", "--executor", "--workers", "--ray-address", "--gpus-per-worker", "--seed", "--weights"):
         assert option in done.stdout
 
 
@@ -43,6 +43,16 @@ def test_an_invalid_task_exits_non_zero_listing_every_violation(tmp_path):
     for field in ("taskUUID", "duration", "outputQuality"):
         assert field in done.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_codenoise_in_process_is_refused_naming_the_executor_to_use(tmp_path, make_task):
+    path = tmp_path / "task.json"
+    task = make_task(settings={"audio": False, "chunkMode": "codenoise"})
+    path.write_text(json.dumps(task))
+    done = run_farm("render", str(path), "--out", str(tmp_path / "out"), "--executor", "in-process", "--no-progress")
+    assert done.returncode == 2
+    assert "chunkMode" in done.stderr and "--executor ray" in done.stderr and task["taskUUID"] in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_file_and_bad_json_are_clear_errors(tmp_path):

@@ -101,10 +101,43 @@ def write_task(tmp_path: Path, make_task, **overrides) -> Path:
 
 
 @pytest.mark.slow
-def test_render_without_audio_starts_no_audio_worker_and_leaves_no_ray_process(tmp_path, make_task):
+def test_render_in_process_starts_no_process_at_all(tmp_path, make_task):
+    """The default on one machine: no Ray node, no worker process, nothing left behind."""
     task = write_task(tmp_path, make_task, settings={"audio": False})
     process = subprocess.Popen(
         [*FARM, "render", str(task), "--out", str(tmp_path / "out"), "--no-progress", "--seed", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    watch = TreeWatch(process.pid)
+    stdout, stderr = process.communicate(timeout=600)
+    watch.stop()
+    assert process.returncode == 0, stderr[-3000:]
+    assert "no Ray" in stderr
+    [path] = (tmp_path / "out").iterdir()
+    assert str(path) in stdout and path.stat().st_size > 0
+    # PyAV and torch may run helper threads, never processes: the whole render is one process.
+    assert watch.seen == {}, f"processes started: {watch.all_titles()}"
+
+
+@pytest.mark.slow
+def test_render_without_audio_starts_no_audio_worker_and_leaves_no_ray_process(tmp_path, make_task):
+    task = write_task(tmp_path, make_task, settings={"audio": False})
+    process = subprocess.Popen(
+        [
+            *FARM,
+            "render",
+            str(task),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+            "--seed",
+            "1",
+            "--executor",
+            "ray",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
