@@ -60,8 +60,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="where chunks render: 'in-process' (threads of this command, no Ray: the fastest start "
         "on one machine), 'ray' (worker actors on an embedded local Ray or --ray-address); 'auto' "
-        "takes Ray for --ray-address / RAY_ADDRESS, --gpus-per-worker or chunkMode codenoise, "
-        "else in-process",
+        "takes Ray for --ray-address / RAY_ADDRESS or --gpus-per-worker, else in-process",
     )
     render.add_argument(
         "--workers",
@@ -276,7 +275,7 @@ def _render(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return EXIT_INVALID
-    executor = _choose_executor(args, tasks)
+    executor = _choose_executor(args)
     if executor is None:
         return EXIT_INVALID
     args.executor = executor
@@ -303,33 +302,19 @@ def _render(args: argparse.Namespace) -> int:
             stop_ray()
 
 
-def _choose_executor(args: argparse.Namespace, tasks: list[VideoInferenceTask]) -> str | None:
-    """``args.executor`` with ``auto`` decided; None (after printing why) when it cannot render ``tasks``."""
+def _choose_executor(args: argparse.Namespace) -> str | None:
+    """``args.executor`` with ``auto`` decided; None (after printing why) for options that clash."""
     import os
 
-    from models.profiles import get_profile
-
-    def codenoise(task: VideoInferenceTask) -> bool:
-        mode = task.settings.chunk_mode or getattr(get_profile(task.model), "chunk_mode", None)
-        return mode == "codenoise"
-
-    needs_ray = [t.task_uuid for t in tasks if codenoise(t)]
     if args.executor == "in-process":
         if args.ray_address:
             print("error: --ray-address needs --executor ray (or auto)", file=sys.stderr)
-            return None
-        if needs_ray:
-            print(
-                f"error: task {needs_ray[0]}: settings.chunkMode 'codenoise' co-denoises across worker actors; "
-                "render it with --executor ray (or auto)",
-                file=sys.stderr,
-            )
             return None
         return "in-process"
     if args.executor == "ray":
         return "ray"
     cluster = args.ray_address or os.environ.get("RAY_ADDRESS")
-    return "ray" if cluster or args.gpus_per_worker > 0 or needs_ray else "in-process"
+    return "ray" if cluster or args.gpus_per_worker > 0 else "in-process"
 
 
 def _render_tasks(args: argparse.Namespace, tasks: list[VideoInferenceTask], started: float) -> int:

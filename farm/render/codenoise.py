@@ -52,11 +52,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from farm.domain.errors import PlanError, RenderError, WorkerLostError
 from farm.domain.planner import BlendShape, ChunkPlan, ClipPlan, plan_clip
+from farm.workers.inline import InlineRef, fetch
 from farm.workers.messages import CheckpointLostError, CodenoiseWork, WindowKey, WindowsReply, WindowWork
 
 log = logging.getLogger(__name__)
@@ -612,12 +612,16 @@ class LockstepDriver:
         values, lost, error = {}, [], None
         for j, ref in refs.items():
             try:
-                values[j] = ray.get(ref)
+                values[j] = fetch(ref)
             except RayActorError:
                 lost.append(j)
             except RayTaskError as failure:
                 cause = failure.cause if failure.cause is not None else failure
                 error = error or cause
+            except Exception as failure:  # an in-process worker's own error (InlineRef)
+                if not isinstance(ref, InlineRef):
+                    raise
+                error = error or failure
         if isinstance(error, CheckpointLostError):
             raise error
         if lost:
@@ -672,6 +676,33 @@ class LockstepDriver:
             stats.overlap_checks,
             stats.restarts,
         )
+
+
+def run_gang(
+    actors: Sequence[Any], workers: Sequence[str], unit: Any, work: CodenoiseWork, prompt: Any, conditioning: Any
+) -> tuple[list[Any], list[str]]:
+    """Co-denoise ``work`` on the gang ``actors`` (named ``workers`` by the scheduler): the outcomes
+    an executor reports (``Executor.render_codenoise``) and the workers lost on the way, which
+    it reports after them as ``WorkerFailed``. Blocks until the render ends."""
+    from farm.render.dispatch import unwrap
+    from farm.render.executor import ChunkDone, UnitFailed
+
+    driver = None
+    try:
+        driver = LockstepDriver(actors, work, prompt, conditioning)
+        done = driver.run()
+    except BaseException as error:  # noqa: BLE001 - reported as the gang's failure
+        error = unwrap(error)
+        lost = [workers[j] for j in driver.lost] if driver is not None else []
+        worker_lost = isinstance(error, WorkerLostError)
+        blamed = lost[0] if worker_lost and lost else workers[0]
+        failed = UnitFailed(unit=unit, worker=blamed, error=error, worker_lost=worker_lost)
+        return [failed], [w for w in lost if w != blamed]
+    chunks = [
+        ChunkDone(unit=unit, worker=workers[owner], meta=meta, frames=frames)
+        for meta, frames, owner in zip(done.metas, done.frames, done.owners)
+    ]
+    return list(chunks), [workers[j] for j in done.lost]
 
 
 # == the single-process reference ===============================================================
@@ -781,6 +812,7 @@ __all__ = [
     "balanced_starts",
     "codenoise_reference",
     "plan_windows",
+    "run_gang",
     "stitch_windows",
     "window_works",
 ]

@@ -194,30 +194,12 @@ class RayExecutor:
 
         Every gang worker not reported lost is free again once that batch arrives.
         """
-        from farm.render.codenoise import LockstepDriver
+        from farm.render.codenoise import run_gang
 
         actors = [self._actors[worker] for worker in workers]
 
         def run() -> None:
-            driver = None
-            try:
-                driver = LockstepDriver(actors, work, prompt, conditioning)
-                done = driver.run()
-            except BaseException as error:  # noqa: BLE001 - reported as the gang's failure
-                error = unwrap(error)
-                lost = [workers[j] for j in driver.lost] if driver is not None else []
-                worker_lost = isinstance(error, WorkerLostError)
-                blamed = lost[0] if worker_lost and lost else workers[0]
-                self._local_outcomes(
-                    [UnitFailed(unit=unit, worker=blamed, error=error, worker_lost=worker_lost)],
-                    [w for w in lost if w != blamed],
-                )
-                return
-            chunks = [
-                ChunkDone(unit=unit, worker=workers[owner], meta=meta, frames=frames)
-                for meta, frames, owner in zip(done.metas, done.frames, done.owners)
-            ]
-            self._local_outcomes(chunks, [workers[j] for j in done.lost])
+            self._local_outcomes(*run_gang(actors, workers, unit, work, prompt, conditioning))
 
         threading.Thread(target=run, name=f"codenoise-{work.task_uuid[:8]}-{work.result_index}", daemon=True).start()
 

@@ -13,10 +13,11 @@ the next chunk denoises, progress, cancel, every field of the task).
 * Media inputs are prepared in a thread; frames, embeddings and conditioning travel as plain
   objects (nothing is copied into an object store).
 * Finishing is ``LocalFinishing``: one thread per result, with ``on_frames``.
+* Co-denoising (``chunkMode: codenoise``) runs the same lockstep driver as on Ray, through
+  ``InlineActor`` handles (``farm.workers.inline``) that queue each call on the worker's thread.
 
-Not here: co-denoising (``chunkMode: codenoise``), whose lockstep exchange is written for actors:
-such a unit fails at once naming the executor to use (``farm render --executor ray``). Workers
-cannot be lost (they live and die with this process), so nothing is re-rendered for that reason.
+Workers cannot be lost (they live and die with this process), so nothing is re-rendered for that
+reason.
 """
 
 from __future__ import annotations
@@ -184,12 +185,24 @@ class InProcessExecutor:
     def render_codenoise(
         self, unit: Any, workers: list[str], work: CodenoiseWork, prompt: Any, conditioning: Any
     ) -> None:
-        error = RenderError(
-            "chunkMode 'codenoise' co-denoises windows across worker actors: render it on Ray "
-            "(farm render --executor ray, or farm serve); the in-process executor renders "
-            "'parallel' and 'sequential'"
-        )
-        self._outcomes.put(UnitFailed(unit=unit, worker=workers[0], error=error))
+        """Co-denoise a result on the gang ``workers``: the lockstep driver (``farm.render.codenoise``)
+        runs on a thread of its own and calls the workers through ``InlineActor`` handles, each
+        call on the worker's thread; outcomes as ``RayExecutor.render_codenoise`` reports them."""
+        from farm.render.codenoise import run_gang
+        from farm.workers.inline import InlineActor, InlineRef
+
+        actors = [InlineActor(self._workers[w].thread, self._workers[w].obj) for w in workers]
+
+        def run() -> None:
+            outcomes, lost = run_gang(actors, workers, unit, work, prompt, conditioning)
+            for outcome in outcomes:
+                if isinstance(outcome, ChunkDone) and isinstance(outcome.frames, InlineRef):
+                    outcome = dataclasses.replace(outcome, frames=outcome.frames.get())  # decoded by then
+                self._outcomes.put(outcome)
+            for worker in lost:  # an in-process worker is not lost; reported as Ray's would be
+                self._outcomes.put(WorkerFailed(worker=worker, error=RenderError(f"worker {worker} failed")))
+
+        threading.Thread(target=run, name=f"codenoise-{work.task_uuid[:8]}-{work.result_index}", daemon=True).start()
 
     def _call(self, unit: Any, worker: str, run: Callable[[Any], Any], done: Callable[[Any], Outcome]) -> None:
         """Run ``run(worker object)`` on the worker's thread; ``done(value)`` or ``UnitFailed`` follows."""

@@ -25,6 +25,7 @@ import torch
 
 from farm.domain.errors import TaskCancelledError
 from farm.workers.cancel import CANCEL_POLL_S, LocalCancelFlags, cancel_flags, step_callback
+from farm.workers.inline import fetch_all
 from farm.workers.messages import (
     AudioMeta,
     AudioWork,
@@ -216,10 +217,8 @@ class VideoWorker:
         backend = self._stepped_backend()
         saved = [None] * len(keys)
         if checkpoints is not None:
-            import ray
-
             try:
-                saved = ray.get(list(checkpoints))
+                saved = fetch_all(list(checkpoints))
             except Exception as error:  # any failure to fetch means: start from noise
                 raise CheckpointLostError(f"latent checkpoint lost: {error}") from error
         table = self._codenoise_windows()
@@ -363,6 +362,12 @@ class VideoWorker:
         if step and step + 1 < total and now - self.__dict__.get("_reported", 0.0) < CANCEL_POLL_S:
             return
         self._reported = now
+        local = getattr(self, "_local_flags", None)
+        if local is not None:
+            reports = [local.report(token, w.work.result_index, w.work.chunk.index, step + 1, total) for w in windows]
+            if any(reports):
+                raise TaskCancelledError(f"render {token} cancelled at step {step + 1}/{total}")
+            return
         import ray
 
         if "_flags" not in self.__dict__:

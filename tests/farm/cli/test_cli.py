@@ -45,13 +45,14 @@ def test_an_invalid_task_exits_non_zero_listing_every_violation(tmp_path):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_codenoise_in_process_is_refused_naming_the_executor_to_use(tmp_path, make_task):
+def test_in_process_with_a_ray_address_is_refused_naming_both(tmp_path, make_task):
     path = tmp_path / "task.json"
-    task = make_task(settings={"audio": False, "chunkMode": "codenoise"})
-    path.write_text(json.dumps(task))
-    done = run_farm("render", str(path), "--out", str(tmp_path / "out"), "--executor", "in-process", "--no-progress")
+    path.write_text(json.dumps(make_task(settings={"audio": False})))
+    done = run_farm(
+        "render", str(path), "--out", str(tmp_path / "out"), "--executor", "in-process", "--ray-address", "auto"
+    )
     assert done.returncode == 2
-    assert "chunkMode" in done.stderr and "--executor ray" in done.stderr and task["taskUUID"] in done.stderr
+    assert "--ray-address" in done.stderr and "--executor ray" in done.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -124,8 +124,51 @@ def test_a_failing_chunk_fails_the_task_naming_the_cause_and_leaves_no_file(prof
     assert list(tmp_path.iterdir()) == [], "neither the result nor a partial file may remain"
 
 
-def test_codenoise_is_refused_in_process_with_the_way_out(pool, make_task, tmp_path):
-    spec = make_task(settings={"audio": False, "chunkMode": "codenoise"})
-    with pytest.raises(RenderError, match="--executor ray"):
-        render_task(parse_task(spec), pool, tmp_path, base_seed=6)
+def test_codenoise_in_process_gives_the_frames_of_the_ray_gang(ray_cluster, tmp_path):
+    from models.profiles import known_models
+    from tests.farm.scheduler.test_codenoise_render import TOY, render_frames, toy_task
+
+    task = parse_task(toy_task(), known_models=known_models())
+    here = FrameRecorder()
+    pool = InProcessPool(get_profile(TOY), WorkerConfig(video_workers=2))
+    [result] = render_task(task, pool, tmp_path / "here", on_frames=here)
+    on_ray, _ = render_frames(task, 1, tmp_path / "ray")
+    assert here.frames.shape == (96, 480, 848, 3)
+    assert np.array_equal(here.frames, on_ray), "co-denoised in process: the same bits as a gang of actors"
+    assert probe(result.path).frames == 96
+
+
+class SlowToy:
+    """The toy GP backend, 0.1 s slower per co-denoising step (so a cancel lands mid-render)."""
+
+    def __new__(cls, config):
+        import time
+
+        from models.toy_gp import ToyGPBackend
+
+        class Slow(ToyGPBackend):
+            def step(self, state, step, prediction):
+                time.sleep(0.1)
+                super().step(state, step, prediction)
+
+        return Slow(config)
+
+
+def test_codenoise_in_process_stops_on_cancel(tmp_path):
+    from models.profiles import known_models
+    from tests.farm.scheduler.test_codenoise_render import TOY, toy_task
+
+    task = parse_task(toy_task(), known_models=known_models())
+    stepping = threading.Event()
+
+    def on_event(event: RenderEvent) -> None:
+        if event.stage == "denoise" and event.done:
+            stepping.set()
+
+    toy = get_profile(TOY)
+    slow = dataclasses.replace(toy, video_factory=functools.partial(SlowToy, toy.video_factory.args[0]))
+    pool = InProcessPool(slow, WorkerConfig(video_workers=2))
+    with pytest.raises(TaskCancelledError):
+        render_task(task, pool, tmp_path, on_event=on_event, should_cancel=stepping.is_set)
     assert list(tmp_path.iterdir()) == []
+    assert all(not worker.windows_held() for worker in pool.video_workers), "no window is left on a worker"
