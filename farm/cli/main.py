@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -76,7 +77,13 @@ def _build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--gpus-per-worker", type=float, default=0.0, help="GPUs each video worker asks Ray for (1 on GPU nodes)"
     )
-    render.add_argument("--torch-threads", type=int, default=1, help="torch threads inside each worker")
+    render.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch threads of each worker [ray: 1 per actor; in-process: the cores but one (the "
+        "encoder's), shared by the workers]",
+    )
     render.add_argument(
         "--driver-threads",
         type=int,
@@ -281,6 +288,11 @@ def _render(args: argparse.Namespace) -> int:
     args.executor = executor
     if args.workers is None:
         args.workers = IN_PROCESS_WORKERS if executor == "in-process" else RAY_WORKERS
+    if args.torch_threads is None:
+        args.torch_threads = max(1, (os.cpu_count() or 1) - 1) if executor == "in-process" else 1
+    if args.torch_threads < 1:
+        print(f"error: --torch-threads must be >= 1, got {args.torch_threads}", file=sys.stderr)
+        return EXIT_INVALID
     started = time.perf_counter()
     if executor == "in-process":
         return _render_tasks(args, tasks, started)
@@ -304,8 +316,6 @@ def _render(args: argparse.Namespace) -> int:
 
 def _choose_executor(args: argparse.Namespace) -> str | None:
     """``args.executor`` with ``auto`` decided; None (after printing why) for options that clash."""
-    import os
-
     if args.executor == "in-process":
         if args.ray_address:
             print("error: --ray-address needs --executor ray (or auto)", file=sys.stderr)
