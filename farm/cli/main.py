@@ -31,6 +31,8 @@ from farm.domain.task import VideoInferenceTask
 
 EXIT_INVALID = 2
 EXIT_FAILED = 1
+#: 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
+EXIT_INTERRUPTED = 130
 
 #: ``farm render --workers`` defaults: threads of one process share its cores (and the GIL for
 #: the model code's Python), worker actors are processes of their own.
@@ -295,7 +297,7 @@ def _render(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     started = time.perf_counter()
     if executor == "in-process":
-        return _render_tasks(args, tasks, started)
+        return _interruptible(_render_tasks, args, tasks, started)
 
     import ray
 
@@ -305,13 +307,22 @@ def _render(args: argparse.Namespace) -> int:
     own_ray = not ray.is_initialized()
     connect_ray(args.ray_address, min_cpus=args.workers + 1)
     try:
-        return _render_tasks(args, tasks, started)
+        return _interruptible(_render_tasks, args, tasks, started)
     finally:
         # Every file is final here: leave at once (farm.workers.cluster.stop_ray), so the command
         # returns with the files and no Ray process outlives it.
         sys.stdout.flush()
         if own_ray:
             stop_ray()
+
+
+def _interruptible(render, *args) -> int:
+    """``render(*args)``; Ctrl-C stops it at the next denoising step: exit status 130, no partial file."""
+    try:
+        return render(*args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the render was stopped and its unfinished files removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _choose_executor(args: argparse.Namespace) -> str | None:

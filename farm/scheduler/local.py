@@ -104,6 +104,11 @@ def render_task(
     forward = _Forwarder(task, on_event, on_result, started)
     try:
         _run(core, task.task_uuid, forward, should_cancel)
+    except BaseException:
+        # Interrupted (Ctrl-C) or a callback raised: running units stop at their next denoising
+        # step instead of finishing their chunk (on a GPU that can be a minute), files are removed.
+        core.cancel(task.task_uuid)
+        raise
     finally:
         _sync_pool(core, executor, pool)
         executor.release()

@@ -123,6 +123,30 @@ def test_render_in_process_starts_no_process_at_all(tmp_path, make_task):
 
 
 @pytest.mark.slow
+def test_ctrl_c_stops_an_in_process_render_and_removes_its_partial_file(tmp_path, make_task):
+    task = write_task(tmp_path, make_task, settings={"audio": False}, duration=15)
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [*FARM, "render", str(task), "--out", str(out), "--no-progress", "--seed", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal starts it
+    )
+    deadline = time.monotonic() + 300
+    while not (out.is_dir() and any(out.iterdir())):  # the encoder's hidden partial file
+        assert process.poll() is None and time.monotonic() < deadline, "the render never started encoding"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert list(out.iterdir()) == [], "no partial file is left"
+    assert stdout == "", "no result is reported"
+
+
+@pytest.mark.slow
 def test_render_without_audio_starts_no_audio_worker_and_leaves_no_ray_process(tmp_path, make_task):
     task = write_task(tmp_path, make_task, settings={"audio": False})
     process = subprocess.Popen(
