@@ -104,11 +104,6 @@ def render_task(
     forward = _Forwarder(task, on_event, on_result, started)
     try:
         _run(core, task.task_uuid, forward, should_cancel)
-    except BaseException:
-        # Interrupted (Ctrl-C) or a callback raised: running units stop at their next denoising
-        # step instead of finishing their chunk (on a GPU that can be a minute), files are removed.
-        core.cancel(task.task_uuid)
-        raise
     finally:
         _sync_pool(core, executor, pool)
         executor.release()
@@ -117,17 +112,24 @@ def render_task(
 
 
 def _run(core: SchedulerCore, task_uuid: str, forward: _Forwarder, should_cancel: CancelCheck | None) -> None:
-    """Step the core until the task ends, forwarding its events and asking ``should_cancel``."""
+    """Step the core until the task ends, forwarding its events and asking ``should_cancel``.
+
+    Interrupted (Ctrl-C) or failing in a callback, it cancels the task first: running units stop at
+    their next denoising step instead of finishing their chunk (on a GPU that can be a minute)."""
     cursor, cancelled = 0, False
-    while True:
-        if not cancelled and should_cancel is not None and should_cancel():
-            cancelled = core.cancel(task_uuid)
-        core.step(0.05)
-        for event in core.events(cursor).events:
-            cursor = event.seq
-            forward(event)
-        if core.ended(task_uuid) is not None:
-            return
+    try:
+        while True:
+            if not cancelled and should_cancel is not None and should_cancel():
+                cancelled = core.cancel(task_uuid)
+            core.step(0.05)
+            for event in core.events(cursor).events:
+                cursor = event.seq
+                forward(event)
+            if core.ended(task_uuid) is not None:
+                return
+    except BaseException:
+        core.cancel(task_uuid)
+        raise
 
 
 def _raise_failure(core: SchedulerCore, task_uuid: str, wanted: Sequence[int]) -> None:

@@ -104,8 +104,14 @@ def test_cancel_stops_the_render_and_leaves_no_file(pool, make_task, tmp_path):
     assert probe(result.path).frames == 96
 
 
+class SomewhatSlowSteps(SlowSteps):
+    """0.06 s per denoising step: a chunk of 8 steps spans about one progress poll (0.5 s)."""
+
+    DELAY_S = 0.06
+
+
 def test_denoise_progress_inside_chunks(profile, make_task, tmp_path):
-    slow = dataclasses.replace(profile, video_factory=SlowSteps, num_inference_steps=8)
+    slow = dataclasses.replace(profile, video_factory=SomewhatSlowSteps, num_inference_steps=8)
     events: list[RenderEvent] = []
     task = parse_task(make_task(settings={"audio": False, "promptExtend": False}))
     render_task(task, InProcessPool(slow, WorkerConfig(video_workers=1)), tmp_path, base_seed=4, on_event=events.append)

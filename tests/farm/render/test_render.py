@@ -196,11 +196,13 @@ def test_a_failed_render_leaves_no_file_behind(ray_cluster, profile, make_task, 
 class SlowSteps(WrappedTinyBackend):
     """The tiny default backend, 0.15 s slower per denoising step (so progress inside a chunk shows)."""
 
+    DELAY_S = 0.15
+
     def render_chunk(self, request, on_step=None):
         import time as _time
 
         def slow(step, total):
-            _time.sleep(0.15)
+            _time.sleep(self.DELAY_S)
             if on_step is not None:
                 on_step(step, total)
 
