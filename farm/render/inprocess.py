@@ -123,6 +123,7 @@ class InProcessExecutor:
     def adopt(self, obj: Any, kind: str = "video") -> str:
         """Take a worker object built before (an ``InProcessPool`` 's, kept between tasks)."""
         worker = _Worker(f"{kind}-{next(self._ids)}")
+        obj.use_local_flags(self.flags)  # this executor's cancels and progress, not the last one's
         worker.obj = obj
         self._workers[worker.name] = worker
         self._outcomes.put(WorkerReady(worker=worker.name, load_seconds=0.0))
@@ -262,8 +263,13 @@ class InProcessExecutor:
                 return outcomes
 
     def release(self) -> None:
-        """Stop finishing (open results are dropped) but leave the workers to their owner."""
+        """Stop finishing (open results are dropped) and this executor's threads, but leave the
+        worker objects to their owner. Waits for what is queued on them (a co-denoising render's
+        window drops; a cancelled unit, which stops at its next step), so the next task's executor
+        gets them idle."""
         self._finish.shutdown()
+        for worker in self._workers.values():
+            worker.thread.shutdown(wait=True)
 
     def shutdown(self) -> None:
         for worker in list(self._workers):

@@ -78,6 +78,11 @@ class VideoWorker:
         """Seconds the backend took to load; returns once the actor is usable."""
         return self.load_seconds
 
+    def use_local_flags(self, flags: LocalCancelFlags | None) -> None:
+        """Ask ``flags`` after each denoising step from now on (an in-process worker handed to
+        the next task's executor)."""
+        self._local_flags = flags
+
     def pid(self) -> int:
         """The actor's process id (tests kill workers by it)."""
         return os.getpid()
@@ -394,6 +399,10 @@ class AudioWorker:
     def ready(self) -> float:
         """Seconds the backend took to load; returns once the actor is usable."""
         return self.load_seconds
+
+    def use_local_flags(self, flags: LocalCancelFlags | None) -> None:
+        """Ask ``flags`` after each denoising step from now on (see ``VideoWorker.use_local_flags``)."""
+        self._local_flags = flags
 
     def pid(self) -> int:
         """The actor's process id."""

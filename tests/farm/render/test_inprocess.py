@@ -112,13 +112,15 @@ class SomewhatSlowSteps(SlowSteps):
 
 def test_denoise_progress_inside_chunks(profile, make_task, tmp_path):
     slow = dataclasses.replace(profile, video_factory=SomewhatSlowSteps, num_inference_steps=8)
-    events: list[RenderEvent] = []
-    task = parse_task(make_task(settings={"audio": False, "promptExtend": False}))
-    render_task(task, InProcessPool(slow, WorkerConfig(video_workers=1)), tmp_path, base_seed=4, on_event=events.append)
-    done = [e.done for e in events if e.stage == "denoise"]
-    assert done and all(e.total == 8 * 8 for e in events if e.stage == "denoise")
-    assert done == sorted(done), "step progress never goes back"
-    assert any(d % 8 for d in done), "progress is seen inside chunks, not only at their ends"
+    pool = InProcessPool(slow, WorkerConfig(video_workers=1))
+    for attempt in ("first task (workers built)", "next task (workers kept)"):
+        events: list[RenderEvent] = []
+        task = parse_task(make_task(settings={"audio": False, "promptExtend": False}))
+        render_task(task, pool, tmp_path / attempt[:4], base_seed=4, on_event=events.append)
+        done = [e.done for e in events if e.stage == "denoise"]
+        assert done and all(e.total == 8 * 8 for e in events if e.stage == "denoise"), attempt
+        assert done == sorted(done), f"{attempt}: step progress never goes back"
+        assert any(d % 8 for d in done), f"{attempt}: progress is seen inside chunks, not only at their ends"
 
 
 def test_a_failing_chunk_fails_the_task_naming_the_cause_and_leaves_no_file(profile, make_task, tmp_path):
