@@ -45,6 +45,7 @@ from farm.render.executor import (
     WorkerFailed,
     WorkerReady,
 )
+from farm.render.prepare import with_conditioning
 from farm.workers.cancel import cancel_flags
 from farm.workers.messages import AudioWork, ChunkWork, CodenoiseWork, PromptWork
 
@@ -145,20 +146,10 @@ class RayExecutor:
     # -- work ----------------------------------------------------------------------------------
 
     def prepare(self, task: Any, profile: Any, media: MediaConfig) -> None:
-        from farm.render.prepare import prepare_inputs, prepare_remote
+        from farm.render.prepare import prepare_in_thread, prepare_remote
 
         if self._resolver_for is not None:
-            resolver = self._resolver_for(media)
-
-            def run() -> None:
-                try:
-                    prepared, conditioning = prepare_inputs(task, profile, resolver=resolver)
-                    inputs = _with_conditioning(prepared, ray.put(conditioning))
-                    self._local.put(Prepared(task_uuid=task.task_uuid, inputs=inputs))
-                except BaseException as error:  # noqa: BLE001 - reported as the task's failure
-                    self._local.put(Prepared(task_uuid=task.task_uuid, error=error))
-
-            threading.Thread(target=run, name=f"prepare-{task.task_uuid[:8]}", daemon=True).start()
+            prepare_in_thread(task, profile, self._resolver_for(media), self._local.put, place=ray.put)
             return
         meta, conditioning = prepare_remote().remote(task, profile, media)
         self._pending[meta] = ("prepare", (task.task_uuid, conditioning))
@@ -289,7 +280,7 @@ class RayExecutor:
             return WorkerReady(worker=context, load_seconds=float(value))
         if what == "prepare":
             task_uuid, conditioning = context
-            return Prepared(task_uuid=task_uuid, inputs=_with_conditioning(value, conditioning))
+            return Prepared(task_uuid=task_uuid, inputs=with_conditioning(value, conditioning))
         if what == "prompt":
             unit, worker, embeds = context
             return PromptDone(unit=unit, worker=worker, embeds=embeds, extended=value)
@@ -343,12 +334,3 @@ class RayExecutor:
         for worker in list(self._actors):
             self.stop_worker(worker)
         self._finish.shutdown()
-
-
-def _with_conditioning(prepared: Any, conditioning: Any) -> Any:
-    """The prepared inputs pointing at their conditioning in the object store."""
-    import dataclasses
-
-    if not prepared.conditioned and not prepared.carried_audio:
-        return prepared
-    return dataclasses.replace(prepared, conditioning=conditioning)

@@ -40,7 +40,6 @@ from farm.render.executor import (
     MediaConfig,
     Outcome,
     PoolSpec,
-    Prepared,
     PromptDone,
     ResultKey,
     StepReport,
@@ -146,21 +145,9 @@ class InProcessExecutor:
     # -- work ----------------------------------------------------------------------------------
 
     def prepare(self, task: Any, profile: Any, media: MediaConfig) -> None:
-        from farm.render.prepare import prepare_inputs
+        from farm.render.prepare import prepare_in_thread
 
-        resolver = self._resolver_for(media)
-
-        def run() -> None:
-            try:
-                prepared, conditioning = prepare_inputs(task, profile, resolver=resolver)
-            except BaseException as error:  # noqa: BLE001 - reported as the task's failure
-                self._outcomes.put(Prepared(task_uuid=task.task_uuid, error=error))
-                return
-            if prepared.conditioned or prepared.carried_audio:
-                prepared = dataclasses.replace(prepared, conditioning=conditioning)
-            self._outcomes.put(Prepared(task_uuid=task.task_uuid, inputs=prepared))
-
-        threading.Thread(target=run, name=f"prepare-{task.task_uuid[:8]}", daemon=True).start()
+        prepare_in_thread(task, profile, self._resolver_for(media), self._outcomes.put)
 
     def encode_prompt(self, unit: Any, worker: str, work: PromptWork) -> None:
         def done(value: tuple[str | None, Any]) -> Outcome:

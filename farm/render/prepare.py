@@ -8,11 +8,14 @@ for the scheduler and the ``ClipConditioning`` that stays in the object store fo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from farm.domain.task import VideoInferenceTask
-from farm.render.executor import MediaConfig, PreparedInputs
+from farm.render.executor import MediaConfig, Prepared, PreparedInputs
 from farm.workers.messages import ClipConditioning
 
 
@@ -62,6 +65,36 @@ def prepare_inputs(task: VideoInferenceTask, profile: Any, *, resolver: Any) -> 
     return prepared, conditioning
 
 
+def with_conditioning(prepared: PreparedInputs, conditioning: Any) -> PreparedInputs:
+    """``prepared`` pointing at its conditioning (an object reference, or the object itself in
+    process), when the render needs it."""
+    if not prepared.conditioned and not prepared.carried_audio:
+        return prepared
+    return dataclasses.replace(prepared, conditioning=conditioning)
+
+
+def prepare_in_thread(
+    task: VideoInferenceTask,
+    profile: Any,
+    resolver: Any,
+    report: Callable[[Prepared], None],
+    place: Callable[[ClipConditioning], Any] = lambda conditioning: conditioning,
+) -> None:
+    """Prepare ``task``'s inputs on a thread of this process with ``resolver``; ``report`` gets the
+    ``Prepared`` outcome, its conditioning as ``place`` puts it (``ray.put`` for actors)."""
+
+    def run() -> None:
+        try:
+            prepared, conditioning = prepare_inputs(task, profile, resolver=resolver)
+            inputs = with_conditioning(prepared, place(conditioning))
+        except BaseException as error:  # noqa: BLE001 - reported as the task's failure
+            report(Prepared(task_uuid=task.task_uuid, error=error))
+            return
+        report(Prepared(task_uuid=task.task_uuid, inputs=inputs))
+
+    threading.Thread(target=run, name=f"prepare-{task.task_uuid[:8]}", daemon=True).start()
+
+
 def _prepare_task(
     task: VideoInferenceTask, profile: Any, media: MediaConfig
 ) -> tuple[PreparedInputs, ClipConditioning]:
@@ -77,4 +110,4 @@ def prepare_remote() -> Any:
     return ray.remote(num_cpus=1, num_returns=2, max_retries=0)(_prepare_task)
 
 
-__all__ = ["prepare_inputs", "prepare_remote", "resolver_for"]
+__all__ = ["prepare_in_thread", "prepare_inputs", "prepare_remote", "resolver_for", "with_conditioning"]

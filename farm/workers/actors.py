@@ -369,18 +369,18 @@ class VideoWorker:
         self._reported = now
         local = getattr(self, "_local_flags", None)
         if local is not None:
-            reports = [local.report(token, w.work.result_index, w.work.chunk.index, step + 1, total) for w in windows]
-            if any(reports):
-                raise TaskCancelledError(f"render {token} cancelled at step {step + 1}/{total}")
-            return
-        import ray
+            cancelled = [local.report(token, w.work.result_index, w.work.chunk.index, step + 1, total) for w in windows]
+        else:
+            import ray
 
-        if "_flags" not in self.__dict__:
-            self._flags = cancel_flags()
-        reports = [
-            self._flags.report.remote(token, w.work.result_index, w.work.chunk.index, step + 1, total) for w in windows
-        ]
-        if any(ray.get(reports)):
+            if "_flags" not in self.__dict__:
+                self._flags = cancel_flags()
+            reports = [
+                self._flags.report.remote(token, w.work.result_index, w.work.chunk.index, step + 1, total)
+                for w in windows
+            ]
+            cancelled = ray.get(reports)
+        if any(cancelled):
             raise TaskCancelledError(f"render {token} cancelled at step {step + 1}/{total}")
 
 

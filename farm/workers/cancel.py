@@ -136,36 +136,35 @@ def step_callback(
     if token is None:
         return None
     if local is not None:
-        return _local_step_callback(token, unit, local)
-    flags = cancel_flags()
+        ask, interval = local, 0.0  # a lock, no round trip: every step is asked
+    else:
+        actor = cancel_flags()
+        ask, interval = _RemoteFlags(actor), CANCEL_POLL_S
     last = [0.0]
 
     def on_step(step: int, total: int) -> None:
         now = time.monotonic()
-        if step and step + 1 < total and now - last[0] < CANCEL_POLL_S:
+        if step and step + 1 < total and now - last[0] < interval:
             return
         last[0] = now
         if unit is None:
-            cancelled = ray.get(flags.is_cancelled.remote(token))
+            cancelled = ask.is_cancelled(token)
         else:
-            cancelled = ray.get(flags.report.remote(token, unit[0], unit[1], step + 1, total))
+            cancelled = ask.report(token, unit[0], unit[1], step + 1, total)
         if cancelled:
             raise TaskCancelledError(f"render {token} cancelled at step {step + 1}/{total}")
 
     return on_step
 
 
-def _local_step_callback(
-    token: str, unit: tuple[int, int] | None, flags: LocalCancelFlags
-) -> Callable[[int, int], None]:
-    """``step_callback`` over in-process flags: every step is asked (a lock, no round trip)."""
+class _RemoteFlags:
+    """The named ``CancelFlags`` actor's two questions, asked as blocking calls."""
 
-    def on_step(step: int, total: int) -> None:
-        if unit is None:
-            cancelled = flags.is_cancelled(token)
-        else:
-            cancelled = flags.report(token, unit[0], unit[1], step + 1, total)
-        if cancelled:
-            raise TaskCancelledError(f"render {token} cancelled at step {step + 1}/{total}")
+    def __init__(self, actor) -> None:
+        self._actor = actor
 
-    return on_step
+    def is_cancelled(self, token: str) -> bool:
+        return ray.get(self._actor.is_cancelled.remote(token))
+
+    def report(self, token: str, result_index: int, chunk_index: int, step: int, total: int) -> bool:
+        return ray.get(self._actor.report.remote(token, result_index, chunk_index, step, total))

@@ -100,17 +100,17 @@ def write_task(tmp_path: Path, make_task, **overrides) -> Path:
     return path
 
 
+def start_render(task: Path, out: Path, *options: str, **popen) -> subprocess.Popen:
+    """``farm render`` of ``task`` into ``out`` (seed 1, no progress bars), running."""
+    command = [*FARM, "render", str(task), "--out", str(out), "--no-progress", "--seed", "1", *options]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, **popen)
+
+
 @pytest.mark.slow
 def test_render_in_process_starts_no_process_at_all(tmp_path, make_task):
     """The default on one machine: no Ray node, no worker process, nothing left behind."""
     task = write_task(tmp_path, make_task, settings={"audio": False})
-    process = subprocess.Popen(
-        [*FARM, "render", str(task), "--out", str(tmp_path / "out"), "--no-progress", "--seed", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+    process = start_render(task, tmp_path / "out")
     watch = TreeWatch(process.pid)
     stdout, stderr = process.communicate(timeout=600)
     watch.stop()
@@ -126,14 +126,8 @@ def test_render_in_process_starts_no_process_at_all(tmp_path, make_task):
 def test_ctrl_c_stops_an_in_process_render_and_removes_its_partial_file(tmp_path, make_task):
     task = write_task(tmp_path, make_task, settings={"audio": False}, duration=15)
     out = tmp_path / "out"
-    process = subprocess.Popen(
-        [*FARM, "render", str(task), "--out", str(out), "--no-progress", "--seed", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal starts it
-    )
+    # SIGINT handled as when a terminal starts it (a background job of a script ignores it).
+    process = start_render(task, out, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not (out.is_dir() and any(out.iterdir())):  # the encoder's hidden partial file
         assert process.poll() is None and time.monotonic() < deadline, "the render never started encoding"
@@ -149,24 +143,7 @@ def test_ctrl_c_stops_an_in_process_render_and_removes_its_partial_file(tmp_path
 @pytest.mark.slow
 def test_render_without_audio_starts_no_audio_worker_and_leaves_no_ray_process(tmp_path, make_task):
     task = write_task(tmp_path, make_task, settings={"audio": False})
-    process = subprocess.Popen(
-        [
-            *FARM,
-            "render",
-            str(task),
-            "--out",
-            str(tmp_path / "out"),
-            "--no-progress",
-            "--seed",
-            "1",
-            "--executor",
-            "ray",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+    process = start_render(task, tmp_path / "out", "--executor", "ray")
     watch = TreeWatch(process.pid)
     stdout, stderr = process.communicate(timeout=600)
     watch.stop()
