@@ -82,10 +82,16 @@ class Outcomes:
             self.done.set()
 
     async def wait(self, count: int, timeout: float = 30) -> list[DeliveryReport]:
+        """Return once ``count`` reports have arrived (an event set for an earlier, smaller count
+        does not end the wait early)."""
         self.expected = count
-        if len(self.reports) >= count:
-            self.done.set()
-        await asyncio.wait_for(self.done.wait(), timeout)
+
+        async def enough() -> None:
+            while len(self.reports) < count:
+                self.done.clear()
+                await self.done.wait()
+
+        await asyncio.wait_for(enough(), timeout)
         return self.reports
 
 
