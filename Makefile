@@ -11,6 +11,8 @@ TASK ?= examples/text-to-video-480p.json
 OUT ?= out
 # Video workers for `make render` (empty: farm render's default for its executor).
 WORKERS ?=
+# pytest-xdist workers for `make test`, a test file to each at a time (0: one process).
+TEST_WORKERS ?= 2
 
 STAMP := $(VENV)/.installed
 
@@ -31,7 +33,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 # Regenerate farm/v1/*_pb2*.py from proto/farm/v1/*.proto (a test checks they are current).
 proto: $(STAMP)

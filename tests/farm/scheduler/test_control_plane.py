@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -49,10 +51,12 @@ CHUNKS = len(plan_clip(160, window_frames=17, overlap_frames=5, temporal_stride=
 
 
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
+def ray_head():
     """A Ray head in its own process group on this machine, like a KubeRay head; at the end only
     that group is killed (``ray stop`` would stop every Ray on the machine, the test session's too)."""
-    temp = tmp_path_factory.mktemp("rayhead")
+    # Short: Ray's Unix sockets live under it (at most 107 bytes a path), and pytest's own temp
+    # paths are too long for them under xdist (``.../popen-gw1/...``): the head then never comes up.
+    temp = Path(tempfile.mkdtemp(prefix="rayhead-", dir="/tmp"))
     # A test cluster: no token (the processes of this test are its only clients).
     env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_AUTH_MODE": "disabled"}
     port = 6400 + os.getpid() % 500
@@ -97,6 +101,7 @@ def ray_head(tmp_path_factory):
                 process.kill()
         except psutil.Error:
             pass
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def _serve(data_dir: Path, address: str, log: Path):
