@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import itertools
 import logging
 import threading
@@ -201,6 +202,29 @@ class _Task:
     @property
     def pool(self) -> str:
         return f"video:{self.task.model}"
+
+
+@functools.lru_cache(maxsize=256)
+def _clip_plan(codenoise: bool, frames: int, window: int, overlap: int, stride: int, blend: str) -> ClipPlan:
+    """A result's plan, computed once per shape (tasks of a busy farm share a few durations and
+    profiles); plans are read, never changed. A ``PlanError`` is raised again each time."""
+    if codenoise:
+        from farm.render.codenoise import plan_windows
+
+        return plan_windows(
+            frames,
+            window_frames=window,
+            overlap_frames=overlap,
+            temporal_stride=stride,
+            blend=blend,  # type: ignore[arg-type]  # checked by the planner
+        )
+    return plan_clip(
+        frames,
+        window_frames=window,
+        overlap_frames=overlap,
+        temporal_stride=stride,
+        blend=blend,  # type: ignore[arg-type]  # checked by plan_clip
+    )
 
 
 class SchedulerCore:
@@ -457,22 +481,13 @@ class SchedulerCore:
     def _plan(self, task: _Task, lead_frames: int) -> ClipPlan:
         """The result's cut: overlapping chunks, or balanced co-denoising windows."""
         profile = task.profile
-        if task.codenoise:
-            from farm.render.codenoise import plan_windows
-
-            return plan_windows(
-                task.task.num_frames + lead_frames,
-                window_frames=profile.window_frames,
-                overlap_frames=profile.overlap_frames,
-                temporal_stride=profile.temporal_stride,
-                blend=self.config.blend,  # type: ignore[arg-type]  # checked by the planner
-            )
-        return plan_clip(
+        return _clip_plan(
+            task.codenoise,
             task.task.num_frames + lead_frames,
-            window_frames=profile.window_frames,
-            overlap_frames=profile.overlap_frames,
-            temporal_stride=profile.temporal_stride,
-            blend=self.config.blend,  # type: ignore[arg-type]  # checked by plan_clip
+            profile.window_frames,
+            profile.overlap_frames,
+            profile.temporal_stride,
+            self.config.blend,
         )
 
     def _check_profile(self, task: _Task) -> None:

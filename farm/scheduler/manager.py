@@ -865,6 +865,9 @@ class TaskManager:
         """``api_key``'s task ``task_uuid``, if stored, and the store's id for it (where it is, or
         where a new one goes): the UUID itself unless another key holds it, then a scoped id."""
         task_id, free = task_uuid, None
+        cached = self._store.cached_task(task_uuid)
+        if cached is not None and (cached.api_key is None or cached.api_key == api_key):
+            return cached, task_uuid  # what the walk below finds first, without a statement
         if not self._store.stored_ids([task_uuid, _scoped_id(api_key, task_uuid)]):
             return None, task_uuid  # a new task (one statement instead of the walk below)
         for _ in range(_MAX_SCOPES):

@@ -335,6 +335,10 @@ class TaskStore:
             known.update(row[0] for row in rows)
         return known
 
+    def cached_task(self, task_uuid: str) -> TaskRecord | None:
+        """The task if it is in the memory cache (no statement), else None (it may still be stored)."""
+        return self._cache.get(task_uuid)  # a dict read: atomic under the GIL
+
     def get_task(self, task_uuid: str) -> TaskRecord | None:
         """The task with every result, or None."""
         record = self._cache.get(task_uuid)  # a dict read: atomic under the GIL
