@@ -42,6 +42,15 @@ SLOWEST_FILES = (
     "tests/farm/cli/test_cli_models.py",
     "tests/farm/render/test_codenoise.py",
     "tests/models/test_backends.py",
+    "tests/farm/cli/test_cli.py",
+    "tests/farm/scheduler/test_codenoise_render.py",
+    "tests/models/test_wan_stepped.py",
+    "tests/farm/workers/test_cluster.py",
+    "tests/kernels/test_triton.py",
+    "tests/models/test_wan_cache.py",
+    "tests/farm/render/test_yuv_wire.py",
+    "tests/farm/gateway/test_serve.py",
+    "tests/farm/gateway/test_crash.py",
 )
 
 
