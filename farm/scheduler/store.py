@@ -341,7 +341,7 @@ class TaskStore:
 
     def get_task(self, task_uuid: str) -> TaskRecord | None:
         """The task with every result, or None."""
-        record = self._cache.get(task_uuid)  # a dict read: atomic under the GIL
+        record = self.cached_task(task_uuid)
         if record is not None:
             return record
         version = self._version

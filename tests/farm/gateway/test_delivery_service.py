@@ -69,27 +69,23 @@ async def serving(receiver: Receiver):
 
 
 class Outcomes:
-    """The ``on_outcome`` callback: every report, and an event per job key."""
+    """The ``on_outcome`` callback: every report, and an event set at each one."""
 
     def __init__(self):
         self.reports: list[DeliveryReport] = []
-        self.done = asyncio.Event()
-        self.expected = 1
+        self.arrived = asyncio.Event()
 
     def __call__(self, report: DeliveryReport) -> None:
         self.reports.append(report)
-        if len(self.reports) >= self.expected:
-            self.done.set()
+        self.arrived.set()
 
     async def wait(self, count: int, timeout: float = 30) -> list[DeliveryReport]:
-        """Return once ``count`` reports have arrived (an event set for an earlier, smaller count
-        does not end the wait early)."""
-        self.expected = count
+        """Return once ``count`` reports have arrived."""
 
         async def enough() -> None:
             while len(self.reports) < count:
-                self.done.clear()
-                await self.done.wait()
+                self.arrived.clear()
+                await self.arrived.wait()
 
         await asyncio.wait_for(enough(), timeout)
         return self.reports
