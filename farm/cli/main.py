@@ -23,7 +23,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from farm.domain.constants import OUTPUT_FPS
 from farm.domain.errors import FarmError, TaskValidationError
@@ -424,8 +426,23 @@ def _render_tasks(args: argparse.Namespace, tasks: list[VideoInferenceTask], sta
     return status
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _run_loop(main: Coroutine[Any, Any, None], event_loop: str) -> None:
+    """Run the coroutine ``main`` to its end on ``event_loop`` ("uvloop" or "asyncio")."""
     import asyncio
+    import logging
+
+    if event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # not installed (a platform without a wheel): the standard loop serves too
+            logging.getLogger(__name__).warning("event_loop uvloop: uvloop is not installed; using asyncio")
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
+
+
+def _serve(args: argparse.Namespace) -> int:
     import logging
 
     from farm.gateway.server import GatewayConfig, serve
@@ -462,7 +479,7 @@ def _serve(args: argparse.Namespace) -> int:
     from farm.scheduler.store import StoreError
 
     try:
-        asyncio.run(serve(config, fresh_store=args.fresh_store))
+        _run_loop(serve(config, fresh_store=args.fresh_store), config.event_loop)
     except StoreError as exc:
         # Checked before Ray starts: the real cause, at once, instead of a timeout later.
         print(f"error: {exc}", file=sys.stderr)

@@ -78,3 +78,19 @@ def test_render_the_readme_example_end_to_end(tmp_path):
     info = probe(path)
     assert (info.frames, info.width, info.height, info.fps) == (96, 848, 480, 32)
     assert info.audio_seconds == pytest.approx(3.0, abs=0.03)
+
+
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_serve_runs_on_the_configured_event_loop(event_loop):
+    """``event_loop`` (gateway config) picks the loop ``farm serve`` runs on: uvloop by default."""
+    from farm.cli.main import _run_loop
+
+    seen: list[str] = []
+
+    async def main() -> None:
+        import asyncio
+
+        seen.append(type(asyncio.get_running_loop()).__module__)
+
+    _run_loop(main(), event_loop)
+    assert len(seen) == 1 and seen[0].split(".")[0] == event_loop

@@ -53,6 +53,7 @@ def test_defaults_are_the_old_ones_plus_the_new_keys():
     assert config.max_tasks_per_request == 100 and config.finishers == 1
     assert (config.max_attempts, config.retire_after_failures) == (3, 3)
     assert config.scheduler_name == "farm-scheduler" and config.task_retention_s == 7 * 24 * 3600
+    assert config.event_loop == "uvloop"
     assert config.default_tenant == TenantConfig(weight=1.0, max_concurrency=None)
     assert config.default_pool == PoolConfig(min_workers=0, max_workers=2, idle_timeout_s=300.0)
     assert config.tenants == {} and config.pools == {} and config.tls is False
@@ -96,6 +97,7 @@ def test_every_key_is_documented():
         ("task_retention_s: -5", "task_retention_s: must be >= 0, got -5"),
         ("scheduler_name: ''", "scheduler_name: must not be empty"),
         ("delivery_concurrency: 0", "delivery_concurrency: must be >= 1, got 0"),
+        ("event_loop: trio", "event_loop: must be 'uvloop' or 'asyncio', got 'trio'"),
         ("worker: 3", "farm.yaml: unknown key 'worker'; known keys: allow_urls, api_keys, "),
         ("tenants: {alice: {weight: 0}}", "tenants.alice.weight: must be > 0"),
         ("api_keys: [alice]\ntenants: {alice: {max_concurrency: 0}}", "tenants.alice.max_concurrency: must be >= 1, got 0"),
