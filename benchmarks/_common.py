@@ -22,6 +22,25 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {date.today().isoformat()}"
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB: ``VmHWM`` where /proc has it.
+
+    Not ``ru_maxrss``: on Linux that carries the high-water mark of the process that forked this
+    one across ``exec``, so a script started by a large test process would report that process's
+    peak instead of its own.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def task(**overrides) -> dict:
     """A seed-shaped task for benchmarks."""
     spec = {

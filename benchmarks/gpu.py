@@ -52,7 +52,6 @@ import gc
 import io
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -67,6 +66,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
+
+from benchmarks._common import peak_rss_mib
 
 #: Shared by both models: the ``transformer/config.json`` of the Wan-AI/Wan2.1-T2V-*-Diffusers
 #: repos (written by diffusers' scripts/convert_wan_to_diffusers.py).
@@ -295,7 +296,7 @@ def reset_peak(device: torch.device) -> None:
 def peak_memory(device: torch.device) -> str:
     if device.type == "cuda":
         return gib(torch.cuda.max_memory_allocated(device))
-    return f"{gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)} (CPU RSS)"
+    return f"{gib(peak_rss_mib() * 2**20)} (CPU RSS)"
 
 
 def free(device: torch.device) -> None:
@@ -369,7 +370,7 @@ def dry_run() -> int:
             f"{res.name}: {plan.frames} frames at {res.native[0]}x{res.native[1]} -> latents "
             f"{list(latent_shape(plan, res))}, output {res.output[0]}x{res.output[1]}"
         )
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"peak RSS {peak_rss_mib():.0f} MiB")
     return 0 if ok else 1
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import resource
 import sys
 import tempfile
 import time
@@ -24,15 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
-from benchmarks._common import machine
+from benchmarks._common import machine, peak_rss_mib
 from farm.domain.planner import plan_clip
 from farm.io.encode import ResultEncoder
 from farm.render.stitch import Stitcher
 from kernels.resize import resize_frames
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:

@@ -71,7 +71,11 @@ class TreeWatch:
 
 def alive(process: psutil.Process) -> bool:
     try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        # An empty command line: the process is exiting and the kernel has released its memory
+        # already (a check right at the command's return can catch one in that instant).
+        return bool(process.cmdline())
     except psutil.Error:
         return False
 
