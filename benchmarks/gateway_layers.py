@@ -17,8 +17,9 @@ shows in every layer alike:
   ``benchmarks/gateway.py --modes paused``).
 
 Prints RPC/s and p50/p99 per layer and round, and each layer's median ratio to ``bare``. The gap
-between ``manager`` and ``farm`` is what the Ray driver in the gateway's process costs; the gap
-between ``bare`` and ``manager`` is the gateway's own Python.
+between ``manager`` and ``farm`` is what handing tasks to the scheduler actor costs (the hand-over
+calls, the event pump, the actor on the same cores); the gap between ``bare`` and ``manager`` is the
+gateway's own Python.
 """
 
 from __future__ import annotations
