@@ -22,23 +22,28 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {date.today().isoformat()}"
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident memory in MiB: ``VmHWM`` where /proc has it.
+def proc_status_kib(field: str) -> int:
+    """A ``/proc/self/status`` memory field of this process in KiB (``VmRSS``, ``VmHWM``...).
 
-    Not ``ru_maxrss``: on Linux that carries the high-water mark of the process that forked this
-    one across ``exec``, so a script started by a large test process would report that process's
-    peak instead of its own.
+    ``VmHWM``, unlike ``ru_maxrss``, starts fresh at ``exec``: on Linux ``ru_maxrss`` carries the
+    high-water mark of the process that forked this one, so a script started by a large test
+    process would report that process's peak instead of its own.
     """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB: ``VmHWM`` where /proc has it, else ``ru_maxrss``."""
+    try:
+        return proc_status_kib("VmHWM") / 1024
+    except (OSError, RuntimeError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def task(**overrides) -> dict:

@@ -51,6 +51,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._common import proc_status_kib
 from farm.domain.constants import OUTPUT_FPS, OUTPUT_SAMPLE_RATE
 from farm.io.encode import ResultEncoder, quality_settings, video_threads
 
@@ -181,15 +182,6 @@ def probe(path: str) -> str:
     return " | ".join(out.splitlines())
 
 
-def _proc_status_kib(field: str) -> int:
-    """VmRSS / VmHWM of this process in KiB (VmHWM, unlike ru_maxrss, starts fresh at exec)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def memory_child(args) -> None:
     """Child mode: encode 15 s (default) on the fly, print JSON with the peak RSS growth."""
     n = int(round(args.memory_seconds * OUTPUT_FPS))
@@ -198,7 +190,7 @@ def memory_child(args) -> None:
     make_frames(buf, 0)  # touch the buffer so it is part of the baseline
     audio = make_audio(int(round(n * OUTPUT_SAMPLE_RATE / OUTPUT_FPS)))
     with tempfile.TemporaryDirectory() as tmp:
-        base = _proc_status_kib("VmRSS")
+        base = proc_status_kib("VmRSS")
         t0 = time.perf_counter()
         name = "m" + quality_settings(args.format, args.quality).extension
         enc = ResultEncoder(
@@ -218,7 +210,7 @@ def memory_child(args) -> None:
         enc.set_audio(audio, OUTPUT_SAMPLE_RATE)  # late: everything was queued until now
         path = enc.close()
         elapsed = time.perf_counter() - t0
-        peak = _proc_status_kib("VmHWM")  # peak since start, an upper bound of the growth
+        peak = proc_status_kib("VmHWM")  # peak since start, an upper bound of the growth
         print(
             json.dumps(
                 {

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import machine  # noqa: E402 - after the sys.path line that makes the repo importable
+from farm.cli.main import run_loop  # noqa: E402 - after the sys.path line that makes the repo importable
 from tests.serving import serve_command  # noqa: E402 - after the sys.path line that makes the repo importable
 
 SMALL_TASK = {
@@ -59,15 +60,6 @@ SMALL_TASK = {
 
 
 # ---------------------------------------------------------------------------------------- bare
-
-
-def _run_on(main, event_loop: str) -> None:
-    if event_loop == "uvloop":
-        import uvloop
-
-        uvloop.run(main)
-    else:
-        asyncio.run(main)
 
 
 async def _serve_bare() -> None:
@@ -413,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default=None, help="(load) HOST:PORT")
     args = parser.parse_args(argv)
     if args.role == "bare":
-        _run_on(_serve_bare(), args.event_loop)
+        run_loop(_serve_bare(), args.event_loop)
         return 0
     if args.role == "load":
         print(json.dumps(asyncio.run(_load(args.target, args.clients, args.warmup, args.seconds))))

@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.profile = None  # benchmarks/gateway.py's farm contender reads it
     if args.role == "serve":
-        bench._run_on(_serve(args.layer), args.loop)
+        bench.run_loop(_serve(args.layer), args.loop)
         return 0
     layers = [layer for layer in args.layers.split(",") if layer]
     unknown = sorted(set(layers) - set(LAYERS))

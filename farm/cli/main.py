@@ -426,7 +426,7 @@ def _render_tasks(args: argparse.Namespace, tasks: list[VideoInferenceTask], sta
     return status
 
 
-def _run_loop(main: Coroutine[Any, Any, None], event_loop: str) -> None:
+def run_loop(main: Coroutine[Any, Any, None], event_loop: str) -> None:
     """Run the coroutine ``main`` to its end on ``event_loop`` ("uvloop" or "asyncio")."""
     import asyncio
     import logging
@@ -479,7 +479,7 @@ def _serve(args: argparse.Namespace) -> int:
     from farm.scheduler.store import StoreError
 
     try:
-        _run_loop(serve(config, fresh_store=args.fresh_store), config.event_loop)
+        run_loop(serve(config, fresh_store=args.fresh_store), config.event_loop)
     except StoreError as exc:
         # Checked before Ray starts: the real cause, at once, instead of a timeout later.
         print(f"error: {exc}", file=sys.stderr)

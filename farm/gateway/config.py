@@ -230,7 +230,7 @@ class GatewayConfig(_Section):
     task_retention_s: float = Field(default=_WEEK_S, ge=0)
     """Seconds finished task rows are kept (GetResponse answers them) before they are pruned."""
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
-    """The gateway's event loop: ``uvloop`` (libuv; 8-17% more Submit+GetResponse per core than
+    """The gateway's event loop: ``uvloop`` (libuv; mostly 8-24% more Submit+GetResponse than
     ``asyncio`` in benchmarks/gateway.py) or the standard library's ``asyncio``."""
 
     def __init__(self, **data: Any):

@@ -83,7 +83,7 @@ def test_render_the_readme_example_end_to_end(tmp_path):
 @pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
 def test_serve_runs_on_the_configured_event_loop(event_loop):
     """``event_loop`` (gateway config) picks the loop ``farm serve`` runs on: uvloop by default."""
-    from farm.cli.main import _run_loop
+    from farm.cli.main import run_loop
 
     seen: list[str] = []
 
@@ -92,5 +92,5 @@ def test_serve_runs_on_the_configured_event_loop(event_loop):
 
         seen.append(type(asyncio.get_running_loop()).__module__)
 
-    _run_loop(main(), event_loop)
+    run_loop(main(), event_loop)
     assert len(seen) == 1 and seen[0].split(".")[0] == event_loop
