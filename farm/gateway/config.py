@@ -229,6 +229,9 @@ class GatewayConfig(_Section):
     """Name of the detached scheduler actor in Ray (gateways sharing a cluster need different names)."""
     task_retention_s: float = Field(default=_WEEK_S, ge=0)
     """Seconds finished task rows are kept (GetResponse answers them) before they are pruned."""
+    asset_retention_s: float = Field(default=_WEEK_S, gt=0)
+    """Seconds an asset (an ``UploadAsset`` upload, or a task's inline media) is kept after it was
+    stored or last named by a submitted task; an asset an unfinished task names is always kept."""
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """The gateway's event loop: ``uvloop`` (libuv; mostly 8-24% more Submit+GetResponse than
     ``asyncio`` in benchmarks/gateway.py) or the standard library's ``asyncio``."""

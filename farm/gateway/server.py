@@ -14,8 +14,9 @@ index that is not usable SQLite fails at once with ``StoreError`` naming the fil
 and so does a missing or empty ``tasks.db`` next to stored results, unless ``fresh_store``
 (``farm serve --fresh-store``) says to move it aside and begin an empty one. Leftovers of a crash
 (half-written uploads and inline assets, encoder temp files of renders nobody holds) are removed.
-Every ``expire_interval_s`` the gateway deletes expired videos and the task records that ended
-more than ``task_retention_s`` ago.
+Every ``expire_interval_s`` the gateway deletes expired videos, the task records that ended
+more than ``task_retention_s`` ago, and the assets (uploads, inline media) no task named for
+``asset_retention_s``.
 """
 
 from __future__ import annotations
@@ -459,8 +460,9 @@ class Gateway:
 
     async def _housekeeping(self) -> None:
         """Now, then every ``expire_interval_s``: delete expired artifacts (``get`` already answers
-        410 the moment a ttl passes; this frees the disk) and the records of tasks that ended more
-        than ``task_retention_s`` ago (GetResponse then answers them as unknown)."""
+        410 the moment a ttl passes; this frees the disk), the records of tasks that ended more
+        than ``task_retention_s`` ago (GetResponse then answers them as unknown), and the assets
+        no task named for ``asset_retention_s`` (none an unfinished task names)."""
         while True:
             if callable(getattr(self.artifacts, "expire", None)):
                 try:
@@ -476,6 +478,12 @@ class Gateway:
                         log.info("pruned %d task record(s) past the retention period", pruned)
                 except Exception:
                     log.exception("pruning task records failed")
+                try:
+                    expired = await asyncio.to_thread(self.manager.expire_assets, self.config.asset_retention_s)
+                    if expired:
+                        log.info("deleted %d asset(s) unused for the retention period", expired)
+                except Exception:
+                    log.exception("asset expiry failed")
             await asyncio.sleep(self.config.expire_interval_s)
 
     async def stop(self, grace: float = 5.0) -> None:

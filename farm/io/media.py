@@ -33,17 +33,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import copy
 import hashlib
 import io
 import json
+import logging
 import os
 import secrets
 import threading
 import uuid
 import warnings
 from collections import deque
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Collection, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
@@ -63,6 +66,8 @@ from farm.domain.task import FrameImage, VideoInferenceTask
 from farm.io.delivery import _PinnedResolver
 from farm.io.urlguard import UrlGuard
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "MediaResolver",
     "VideoClip",
@@ -79,6 +84,9 @@ __all__ = [
     "resolve_inputs_async",
     "store_inline_media",
     "inline_asset_uuid",
+    "asset_references",
+    "touch_assets",
+    "expire_assets",
     "sniff",
     "decode_mask",
     "mask_plane",
@@ -890,6 +898,7 @@ def _store_asset(root: Path, data: bytes, content_type: str, api_key: str | None
     path = root / asset_uuid
     sidecar = root / f"{asset_uuid}.json"
     if path.is_file() and sidecar.is_file():
+        touch_assets(root, (asset_uuid,))  # stored again: its retention starts again
         return asset_uuid
     meta = {
         "assetUUID": asset_uuid,
@@ -910,6 +919,63 @@ def _store_asset(root: Path, data: bytes, content_type: str, api_key: str | None
         finally:
             partial.unlink(missing_ok=True)
     return asset_uuid
+
+
+def asset_references(raw_task: dict) -> set[str]:
+    """The UUIDs a task's ``inputs`` (JSON form) name: its assets, and any earlier result's
+    videoUUID (which ``touch_assets`` and ``expire_assets`` pass over: no asset has it)."""
+    inputs = raw_task.get("inputs")
+    if not isinstance(inputs, dict):
+        return set()
+    named = (container[key] for container, key, _ in _media_slots(inputs))
+    return {found for ref in named if (found := _canonical_uuid(ref.strip())) is not None}
+
+
+def touch_assets(assets_dir: str | Path, asset_uuids: Iterable[str]) -> None:
+    """Mark the assets among ``asset_uuids`` used now: ``expire_assets`` counts their retention
+    from this moment (the sidecar's modification time is the last use)."""
+    root = Path(assets_dir)
+    for asset_uuid in asset_uuids:
+        try:
+            os.utime(root / f"{asset_uuid}.json")
+        except OSError:  # not an asset (an earlier result's videoUUID), or gone
+            pass
+
+
+def expire_assets(
+    assets_dir: str | Path,
+    *,
+    unused_since: float,
+    keep: Collection[str] = (),
+    lock: AbstractContextManager[object] | None = None,
+) -> int:
+    """Delete every asset (uploaded or inline) last stored or used (``touch_assets``) before
+    ``unused_since`` (a ``time.time()``), except those in ``keep``; returns how many.
+
+    The bytes go first, then the sidecar: an asset without its bytes resolves to nothing, so a
+    deletion that stops half way leaves no asset a render could half read. Each asset is checked
+    again and deleted under ``lock`` (the one submits hold while they store and touch assets), so
+    an asset a task names meanwhile is kept.
+    """
+    root = Path(assets_dir)
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for sidecar in root.glob("*.json"):
+        asset_uuid = sidecar.name.removesuffix(".json")
+        if _canonical_uuid(asset_uuid) is None or asset_uuid in keep:
+            continue
+        with lock if lock is not None else contextlib.nullcontext():
+            try:
+                if sidecar.stat().st_mtime >= unused_since:
+                    continue
+                (root / asset_uuid).unlink(missing_ok=True)
+                sidecar.unlink(missing_ok=True)
+            except OSError as error:
+                log.warning("cannot delete the expired asset %s: %s", asset_uuid, error)
+                continue
+        removed += 1
+    return removed
 
 
 def _canonical_uuid(text: str) -> str | None:

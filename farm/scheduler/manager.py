@@ -164,6 +164,8 @@ class TaskManager:
         #: Held while a task's final Watch event is decided (its end, or its last delivery
         #: settling, whichever comes last, publishes it: exactly once).
         self._finals = threading.Lock()
+        #: Held while a submit stores and touches its assets, and while one expired asset is deleted.
+        self._assets = threading.Lock()
         #: Notified whenever a task ends (``cancel`` waits for the scheduler's end of a task).
         self._ended = threading.Condition()
         #: Tasks handed over and not started yet (their queue places), and those rendering.
@@ -395,6 +397,25 @@ class TaskManager:
         """Delete the records of tasks that ended more than ``retention_s`` ago (their videos stay
         until their own ``ttl``); returns how many. The gateway calls it now and then."""
         return self._store.prune(time.time() - retention_s)
+
+    def expire_assets(self, retention_s: float) -> int:
+        """Delete the assets (uploaded, and the inline media of tasks) that no task has named for
+        ``retention_s`` and no unfinished task names; returns how many. The gateway calls it now
+        and then."""
+        if self._media.assets_dir is None:
+            return 0
+        from farm.io.media import asset_references, expire_assets
+
+        # Named after this snapshot: touched under ``_assets``, which each deletion checks again.
+        keep: set[str] = set()
+        for record in self._store.unfinished_tasks():
+            try:
+                keep |= asset_references(json.loads(record.body))
+            except ValueError:  # an unreadable body fails its task elsewhere; keep nothing for it
+                continue
+        return expire_assets(
+            self._media.assets_dir, unused_since=time.time() - retention_s, keep=keep, lock=self._assets
+        )
 
     # -- hand-over and resync ------------------------------------------------------------------
 
@@ -850,13 +871,17 @@ class TaskManager:
         return parse_task(raw, known_models=self.known_models)
 
     def _store_inline_media(self, raw: dict, api_key: str | None) -> dict:
-        """``raw`` with its inline media moved to the asset directory (as ``api_key``'s assets)."""
-        if self._media.assets_dir is None:
+        """``raw`` with its inline media moved to the asset directory (as ``api_key``'s assets),
+        every asset it names marked used now (``expire_assets`` counts from the last use)."""
+        if self._media.assets_dir is None or not isinstance(raw.get("inputs"), dict):
             return raw
-        from farm.io.media import store_inline_media
+        from farm.io.media import asset_references, store_inline_media, touch_assets
 
         try:
-            return store_inline_media(raw, assets_dir=self._media.assets_dir, api_key=api_key)
+            with self._assets:
+                stored = store_inline_media(raw, assets_dir=self._media.assets_dir, api_key=api_key)
+                touch_assets(self._media.assets_dir, asset_references(stored))
+            return stored
         except OSError as error:  # a full or failing disk: the client may retry; the log says why
             log.error("cannot store the inline media of task %s: %s", raw.get("taskUUID"), error)
             raise UnavailableError("the task's inline media cannot be stored now; retry later") from None

@@ -53,6 +53,7 @@ def test_defaults_are_the_old_ones_plus_the_new_keys():
     assert config.max_tasks_per_request == 100 and config.finishers == 1
     assert (config.max_attempts, config.retire_after_failures) == (3, 3)
     assert config.scheduler_name == "farm-scheduler" and config.task_retention_s == 7 * 24 * 3600
+    assert config.asset_retention_s == 7 * 24 * 3600
     assert config.event_loop == "uvloop"
     assert config.default_tenant == TenantConfig(weight=1.0, max_concurrency=None)
     assert config.default_pool == PoolConfig(min_workers=0, max_workers=2, idle_timeout_s=300.0)
@@ -95,6 +96,7 @@ def test_every_key_is_documented():
         ("max_attempts: 0", "max_attempts: must be >= 1, got 0"),
         ("retire_after_failures: -1", "retire_after_failures: must be >= 1, got -1"),
         ("task_retention_s: -5", "task_retention_s: must be >= 0, got -5"),
+        ("asset_retention_s: 0", "asset_retention_s: must be > 0, got 0"),
         ("scheduler_name: ''", "scheduler_name: must not be empty"),
         ("delivery_concurrency: 0", "delivery_concurrency: must be >= 1, got 0"),
         ("event_loop: trio", "event_loop: must be 'uvloop' or 'asyncio', got 'trio'"),

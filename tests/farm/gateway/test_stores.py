@@ -179,15 +179,21 @@ def test_farm_serve_on_a_damaged_store_exits_at_once_with_the_cause(tmp_path):
     assert "GCS" not in done.stderr
 
 
-def test_housekeeping_prunes_task_records_past_the_retention_now_and_then(tmp_path):
-    """The gateway's sweep: at start, then every ``expire_interval_s``, ``prune(task_retention_s)``."""
+def test_housekeeping_prunes_task_records_and_assets_past_their_retention_now_and_then(tmp_path):
+    """The gateway's sweep: at start, then every ``expire_interval_s``, ``prune(task_retention_s)``
+    and ``expire_assets(asset_retention_s)``."""
     import asyncio
 
     pruned: list[float] = []
+    expired: list[float] = []
 
     class Manager:
         def prune(self, retention_s: float) -> int:
             pruned.append(retention_s)
+            return 1
+
+        def expire_assets(self, retention_s: float) -> int:
+            expired.append(retention_s)
             return 1
 
     config = GatewayConfig(
@@ -197,6 +203,7 @@ def test_housekeeping_prunes_task_records_past_the_retention_now_and_then(tmp_pa
         data_dir=str(tmp_path),
         expire_interval_s=0.05,
         task_retention_s=3600,
+        asset_retention_s=7200,
     )
     gateway = Gateway(config)
     gateway.manager = Manager()  # type: ignore[assignment]  # a stand-in
@@ -208,3 +215,4 @@ def test_housekeeping_prunes_task_records_past_the_retention_now_and_then(tmp_pa
 
     asyncio.run(run())
     assert len(pruned) >= 3 and set(pruned) == {3600}
+    assert len(expired) >= 3 and set(expired) == {7200}

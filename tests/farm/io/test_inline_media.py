@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import sqlite3
+import time
 import uuid
 
 import pytest
@@ -20,7 +22,7 @@ from PIL import Image
 from farm.domain.errors import TaskValidationError
 from farm.domain.validation import parse_task
 from farm.io.artifacts import LocalArtifactStore
-from farm.io.media import MediaResolver, inline_asset_uuid, resolve_inputs, store_inline_media
+from farm.io.media import MediaResolver, expire_assets, inline_asset_uuid, resolve_inputs, store_inline_media
 from farm.io.urlguard import UrlGuard
 
 LOOPBACK = UrlGuard(allow=["127.0.0.1"])
@@ -94,6 +96,39 @@ def test_storing_the_same_bytes_again_writes_nothing_and_keys_get_their_own_asse
     anonymous = store_inline_media(task, assets_dir=tmp_path, api_key=None)
     everyone = MediaResolver(guard=LOOPBACK, assets_dir=tmp_path, api_key="carol")
     assert _fetch(everyone, anonymous["inputs"]["frameImages"][0]) == png, "stored while keys are off: anyone's"
+
+
+def test_expire_assets_deletes_unused_assets_whole_and_nothing_else(tmp_path, make_task):
+    """Bytes and sidecar go together; a kept asset, a recently used one (storing the same bytes
+    again counts as a use) and files that are not assets stay."""
+    refs = [
+        store_inline_media(
+            make_task(inputs={"frameImages": [base64.b64encode(_png(shade)).decode()]}),
+            assets_dir=tmp_path,
+            api_key="alice",
+        )["inputs"]["frameImages"][0]
+        for shade in (10, 20, 30, 40)
+    ]
+    stray = [tmp_path / "notes.txt", tmp_path / f"{uuid.uuid4()}.part"]
+    for path in stray:
+        path.write_bytes(b"x")
+    then = time.time() - 7200
+    for path in tmp_path.iterdir():
+        os.utime(path, (then, then))
+    # Stored again now: the same asset, used now.
+    assert (
+        store_inline_media(
+            make_task(inputs={"frameImages": [base64.b64encode(_png(40)).decode()]}),
+            assets_dir=tmp_path,
+            api_key="alice",
+        )["inputs"]["frameImages"][0]
+        == refs[3]
+    )
+
+    assert expire_assets(tmp_path, unused_since=time.time() - 3600, keep={refs[2]}) == 2
+    left = {path.name for path in tmp_path.iterdir()}
+    assert left == {*(p.name for p in stray), refs[2], f"{refs[2]}.json", refs[3], f"{refs[3]}.json"}
+    assert expire_assets(tmp_path / "missing", unused_since=time.time()) == 0
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import base64
 import dataclasses
 import io
 import json
+import os
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ from ray import cloudpickle
 from farm.domain.errors import DuplicateTaskError, QueueFullError, TaskNotFoundError, TaskValidationError
 from farm.domain.planner import plan_clip
 from farm.domain.records import TaskRecord
+from farm.io.media import asset_references, store_inline_media
 from farm.render.executor import MediaConfig
 from farm.scheduler.actor import LocalClient, SchedulerHost
 from farm.scheduler.core import SchedulerConfig, SchedulerCore
@@ -304,6 +306,48 @@ def test_inline_media_is_stored_as_the_keys_asset_and_the_body_keeps_a_reference
     g.manager.submit(other, "bob")
     bob_body = json.loads(g.manager._store.get_body(other["taskUUID"]))
     assert bob_body["inputs"]["frameImages"][0] not in (first["image"], inline)
+
+
+def _age(assets, asset_uuid: str, seconds: float) -> None:
+    """Make ``asset_uuid`` look last used ``seconds`` ago."""
+    then = time.time() - seconds
+    os.utime(assets / f"{asset_uuid}.json", (then, then))
+
+
+def test_assets_unused_for_the_retention_are_deleted_but_never_one_an_unfinished_task_names(
+    gateway, make_task, tmp_path
+):
+    """``expire_assets``: an asset (inline media here; uploads are the same files) goes once no task
+    named it for the retention, bytes and sidecar; one a queued task names stays however old, and
+    naming it in a new task starts its retention again."""
+    assets = tmp_path / "assets"
+    executor = FakeExecutor(auto_ready=False)  # nothing renders: the task stays queued
+    g = gateway(executor, media=MediaConfig(assets_dir=str(assets)))
+    inline = [base64.b64encode(_png(size)).decode() for size in (64, 32, 48)]
+    queued = make_task(inputs={"frameImages": [inline[0]]})
+    g.manager.submit(queued, "alice")
+    (kept,) = asset_references(json.loads(g.manager._store.get_body(queued["taskUUID"])))
+    (loose,) = asset_references(
+        store_inline_media(make_task(inputs={"frameImages": [inline[1]]}), assets_dir=assets, api_key="alice")
+    )
+    (reused,) = asset_references(
+        store_inline_media(make_task(inputs={"frameImages": [inline[2]]}), assets_dir=assets, api_key="alice")
+    )
+    for asset_uuid in (kept, loose, reused):
+        _age(assets, asset_uuid, 7200)
+    # Named again by a new task: used now.
+    g.manager.submit(make_task(inputs={"frameImages": [reused]}), "alice")
+
+    assert g.manager.expire_assets(3600) == 1
+    assert not (assets / loose).exists() and not (assets / f"{loose}.json").exists()
+    for asset_uuid in (kept, reused):
+        assert (assets / asset_uuid).is_file() and (assets / f"{asset_uuid}.json").is_file()
+    assert g.manager.expire_assets(3600) == 0
+
+    # Once its task ended, the asset goes: its last use (the submit) is older than the retention.
+    g.manager.cancel(queued["taskUUID"], "alice")
+    assert g.manager.expire_assets(3600) == 1
+    assert not (assets / kept).exists() and (assets / reused).is_file()
 
 
 def test_corrupt_inline_base64_is_refused_at_submit_naming_the_field(gateway, make_task, tmp_path):
