@@ -104,14 +104,17 @@ async def _serve_bare() -> None:
 # ---------------------------------------------------------------------------------------- load
 
 
-async def _load(target: str, clients: int, warmup: float, seconds: float) -> dict:
+async def _load(target: str, clients: int, warmup: float, seconds: float, own_connections: bool = False) -> dict:
     import grpc
     from google.protobuf import json_format
 
     from farm.v1 import farm_pb2, farm_pb2_grpc
 
     template = json_format.ParseDict(dict(SMALL_TASK, taskUUID=str(uuid.uuid4())), farm_pb2.VideoInferenceTask())
-    channels = [grpc.aio.insecure_channel(target) for _ in range(clients)]
+    # gRPC shares one connection among channels to the same target unless each has its own
+    # subchannel pool; several servers on one port (SO_REUSEPORT) each get connections only then.
+    options = [("grpc.use_local_subchannel_pool", 1)] if own_connections else []
+    channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(clients)]
     for channel in channels:
         await asyncio.wait_for(channel.channel_ready(), 30)
     start = time.perf_counter() + warmup
@@ -216,6 +219,7 @@ def _run_load(target: str, args) -> dict:
             str(args.warmup),
             "--seconds",
             str(args.seconds),
+            *(["--own-connections"] if getattr(args, "own_connections", False) else []),
         ],
         capture_output=True,
         text=True,
@@ -403,12 +407,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loops", default="asyncio,uvloop", help="event loops to run every contender on")
     parser.add_argument("--event-loop", default="asyncio", help="(bare) the servicer's event loop")
     parser.add_argument("--target", default=None, help="(load) HOST:PORT")
+    parser.add_argument(
+        "--own-connections",
+        action="store_true",
+        help="(load) one TCP connection per client (by default gRPC shares one among the channels)",
+    )
     args = parser.parse_args(argv)
     if args.role == "bare":
         run_loop(_serve_bare(), args.event_loop)
         return 0
     if args.role == "load":
-        print(json.dumps(asyncio.run(_load(args.target, args.clients, args.warmup, args.seconds))))
+        print(
+            json.dumps(asyncio.run(_load(args.target, args.clients, args.warmup, args.seconds, args.own_connections)))
+        )
         return 0
     loops = [loop for loop in args.loops.split(",") if loop]
     rows = [_bench_bare(args, loop) for loop in loops]

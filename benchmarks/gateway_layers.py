@@ -1,7 +1,7 @@
 """Where the gateway's admission time goes: the same load against servers that add one layer at a time.
 
     .venv/bin/python benchmarks/gateway_layers.py [--layers bare,interceptors,parse,manager] [--loop uvloop]
-        [--rounds 2] [--clients 32] [--seconds 8] [--warmup 2]
+        [--rounds 2] [--clients 32] [--seconds 8] [--warmup 2] [--processes 1,2]
 
 The load is ``benchmarks/gateway.py``'s (32 clients, each on its own channel, Submit of a fresh
 task then GetResponse, in a loop). Each layer is a ``grpc.aio`` server in its own process, on
@@ -16,6 +16,12 @@ shows in every layer alike:
 - ``farm``: ``farm serve`` itself (embedded Ray, the scheduler actor, the render paused as in
   ``benchmarks/gateway.py --modes paused``).
 
+With ``--processes 1,2,3`` every layer but ``bare`` and ``farm`` also runs as 2 and 3 processes
+listening on one port (gRPC sets SO_REUSEPORT on Linux), each with its own store, and every client
+of every layer gets its own TCP connection so the kernel spreads them (gRPC otherwise shares one
+connection among channels to one target): what several admission processes per pod would give, at
+best.
+
 Prints RPC/s and p50/p99 per layer and round, and each layer's median ratio to ``bare``. The gap
 between ``manager`` and ``farm`` is what handing tasks to the scheduler actor costs (the hand-over
 calls, the event pump, the actor on the same cores); the gap between ``bare`` and ``manager`` is the
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import statistics
 import subprocess
 import sys
@@ -124,7 +131,7 @@ async def _servicer(layer: str):
     return Constant(), interceptors
 
 
-async def _serve(layer: str) -> None:
+async def _serve(layer: str, port: int = 0) -> None:
     import grpc
 
     from farm.gateway.grpc_service import add_services
@@ -136,27 +143,40 @@ async def _serve(layer: str) -> None:
         await add_services(server, servicer)
     else:
         farm_pb2_grpc.add_VideoInferenceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    # gRPC sets SO_REUSEPORT on Linux: several of these processes can listen on one ``port``.
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print(f"{layer}: gRPC on 127.0.0.1:{port}", flush=True)
     await asyncio.Event().wait()
 
 
-def _measure(layer: str, args) -> dict:
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _name(layer: str, count: int) -> str:
+    return layer if count == 1 else f"{layer} x{count}"
+
+
+def _measure(layer: str, count: int, args) -> dict:
+    """One layer served by ``count`` processes on one port under the load."""
     if layer == "farm":
         return bench._bench_gateway(args, "paused", args.loop)
-    process = subprocess.Popen(
-        [sys.executable, __file__, "serve", "--layer", layer, "--loop", args.loop],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        start_new_session=True,
-    )
+    port = _free_port() if count > 1 else 0
+    processes = []
     try:
-        port = bench._wait_for_port(process, r"gRPC on [\d.]+:(\d+)", 60)
+        for _ in range(count):
+            command = [sys.executable, __file__, "serve", "--layer", layer, "--loop", args.loop, "--port", str(port)]
+            processes.append(
+                subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+            )
+            port = bench._wait_for_port(processes[-1], r"gRPC on [\d.]+:(\d+)", 60)
         return bench._summary(layer, bench._run_load(f"127.0.0.1:{port}", args))
     finally:
-        bench._stop(process)
+        for process in processes:
+            bench._stop(process)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,29 +189,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument(
+        "--processes",
+        default="1",
+        help="comma-separated counts of server processes to run each layer but bare and farm as, on "
+        "one port (SO_REUSEPORT); with any count above 1 every client gets its own connection",
+    )
+    parser.add_argument("--port", type=int, default=0, help="(serve) the port to listen on")
     args = parser.parse_args(argv)
     args.profile = None  # benchmarks/gateway.py's farm contender reads it
     if args.role == "serve":
-        bench.run_loop(_serve(args.layer), args.loop)
+        bench.run_loop(_serve(args.layer, args.port), args.loop)
         return 0
     layers = [layer for layer in args.layers.split(",") if layer]
     unknown = sorted(set(layers) - set(LAYERS))
     if unknown or "bare" not in layers:
         parser.error(f"--layers: needs bare, and only {', '.join(LAYERS)}; got {args.layers!r}")
-    print(f"machine: {machine()}; loop {args.loop}; {args.clients} clients, {args.seconds:g} s measured")
-    ratios: dict[str, list[float]] = {layer: [] for layer in layers}
+    try:
+        counts = sorted({int(count) for count in args.processes.split(",") if count})
+    except ValueError:
+        counts = []
+    if not counts or counts[0] < 1:
+        parser.error(f"--processes: comma-separated counts of at least 1; got {args.processes!r}")
+    args.own_connections = counts[-1] > 1
+    print(
+        f"machine: {machine()}; loop {args.loop}; {args.clients} clients, {args.seconds:g} s measured"
+        + ("; one connection per client" if args.own_connections else "")
+    )
+    # ``bare`` (the yardstick) and ``farm`` (farm serve itself) always run as one process.
+    contenders = [(layer, count) for layer in layers for count in ([1] if layer in ("bare", "farm") else counts)]
+    ratios: dict[str, list[float]] = {}
     for round_ in range(1, args.rounds + 1):
-        rows = {layer: _measure(layer, args) for layer in layers}
-        for layer, row in rows.items():
+        rows = {_name(layer, count): _measure(layer, count, args) for layer, count in contenders}
+        for name, row in rows.items():
             ratio = row["rps"] / rows["bare"]["rps"]
-            ratios[layer].append(ratio)
+            ratios.setdefault(name, []).append(ratio)
             print(
-                f"round {round_} {layer:13} {row['rps']:7.0f} RPC/s  p50 {row['p50_ms']:6.2f}  "
+                f"round {round_} {name:17} {row['rps']:7.0f} RPC/s  p50 {row['p50_ms']:6.2f}  "
                 f"p99 {row['p99_ms']:6.2f} ms  x bare {ratio:5.2f}  {row['errors'] or ''}",
                 flush=True,
             )
-    for layer in layers:
-        print(f"median x bare: {layer:13} {statistics.median(ratios[layer]):.2f}")
+    for name, values in ratios.items():
+        print(f"median x bare: {name:17} {statistics.median(values):.2f}")
     return 0
 
 
