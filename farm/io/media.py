@@ -45,7 +45,7 @@ import threading
 import uuid
 import warnings
 from collections import deque
-from collections.abc import Awaitable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -946,11 +946,13 @@ def expire_assets(
     assets_dir: str | Path,
     *,
     unused_since: float,
-    keep: Collection[str] = (),
+    keep: Collection[str] | Callable[[], Collection[str]] = (),
     lock: AbstractContextManager[object] | None = None,
 ) -> int:
     """Delete every asset (uploaded or inline) last stored or used (``touch_assets``) before
-    ``unused_since`` (a ``time.time()``), except those in ``keep``; returns how many.
+    ``unused_since`` (a ``time.time()``), except those in ``keep``; returns how many. ``keep`` may
+    be a function, called only when some asset is that old (the common sweep finds none and reads
+    nothing else).
 
     The bytes go first, then the sidecar: an asset without its bytes resolves to nothing, so a
     deletion that stops half way leaves no asset a render could half read. Each asset is checked
@@ -960,14 +962,18 @@ def expire_assets(
     root = Path(assets_dir)
     if not root.is_dir():
         return 0
+    stale = [sidecar for sidecar in root.glob("*.json") if _unused_since(sidecar, unused_since)]
+    if not stale:
+        return 0
+    kept = keep() if callable(keep) else keep
     removed = 0
-    for sidecar in root.glob("*.json"):
+    for sidecar in stale:
         asset_uuid = sidecar.name.removesuffix(".json")
-        if _canonical_uuid(asset_uuid) is None or asset_uuid in keep:
+        if asset_uuid in kept:
             continue
         with lock if lock is not None else contextlib.nullcontext():
             try:
-                if sidecar.stat().st_mtime >= unused_since:
+                if not _unused_since(sidecar, unused_since):  # named meanwhile
                     continue
                 (root / asset_uuid).unlink(missing_ok=True)
                 sidecar.unlink(missing_ok=True)
@@ -976,6 +982,16 @@ def expire_assets(
                 continue
         removed += 1
     return removed
+
+
+def _unused_since(sidecar: Path, moment: float) -> bool:
+    """Whether ``sidecar`` is an asset's and was last touched before ``moment``."""
+    if _canonical_uuid(sidecar.name.removesuffix(".json")) is None:
+        return False
+    try:
+        return sidecar.stat().st_mtime < moment
+    except OSError:  # deleted meanwhile
+        return False
 
 
 def _canonical_uuid(text: str) -> str | None:

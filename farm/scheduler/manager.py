@@ -406,15 +406,21 @@ class TaskManager:
             return 0
         from farm.io.media import asset_references, expire_assets
 
-        # Named after this snapshot: touched under ``_assets``, which each deletion checks again.
-        keep: set[str] = set()
-        for record in self._store.unfinished_tasks():
-            try:
-                keep |= asset_references(json.loads(record.body))
-            except ValueError:  # an unreadable body fails its task elsewhere; keep nothing for it
-                continue
+        def named_by_unfinished_tasks() -> set[str]:
+            # Named after this snapshot: touched under ``_assets``, which each deletion checks again.
+            named: set[str] = set()
+            for record in self._store.unfinished_tasks():
+                try:
+                    named |= asset_references(json.loads(record.body))
+                except ValueError:  # an unreadable body fails its task elsewhere
+                    continue
+            return named
+
         return expire_assets(
-            self._media.assets_dir, unused_since=time.time() - retention_s, keep=keep, lock=self._assets
+            self._media.assets_dir,
+            unused_since=time.time() - retention_s,
+            keep=named_by_unfinished_tasks,
+            lock=self._assets,
         )
 
     # -- hand-over and resync ------------------------------------------------------------------

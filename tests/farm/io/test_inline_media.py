@@ -125,7 +125,16 @@ def test_expire_assets_deletes_unused_assets_whole_and_nothing_else(tmp_path, ma
         == refs[3]
     )
 
-    assert expire_assets(tmp_path, unused_since=time.time() - 3600, keep={refs[2]}) == 2
+    asked: list[int] = []
+
+    def keep() -> set[str]:
+        asked.append(1)
+        return {refs[2]}
+
+    assert expire_assets(tmp_path, unused_since=time.time() - 3 * 3600, keep=keep) == 0
+    assert asked == [], "nothing that old: the kept set is not even computed"
+    assert expire_assets(tmp_path, unused_since=time.time() - 3600, keep=keep) == 2
+    assert asked == [1]
     left = {path.name for path in tmp_path.iterdir()}
     assert left == {*(p.name for p in stray), refs[2], f"{refs[2]}.json", refs[3], f"{refs[3]}.json"}
     assert expire_assets(tmp_path / "missing", unused_since=time.time()) == 0
