@@ -84,7 +84,9 @@ class SteppedVideoBackend(VideoBackend, Protocol):
         """The model's guided prediction at ``step`` (after classifier-free guidance), in the
         parametrisation ``step`` consumes (a flow velocity for flow-matching models).
 
-        Float32, the shape of the latents, a new tensor the caller owns. Does not change ``state``.
+        Float32, the shape of the window's frames (``window_latents``), a new tensor the caller
+        owns. Changes nothing ``step`` does not read back (a backend with leading slots keeps
+        their part of the prediction for the ``step`` that follows).
         """
         ...
 
@@ -94,14 +96,23 @@ class SteppedVideoBackend(VideoBackend, Protocol):
         ...
 
     def latents(self, state: WindowState) -> torch.Tensor:
-        """The current latents, float32 ``[1, C, T, h, w]`` (a view: copy before keeping it), for
-        overlap checksums and checkpoints."""
+        """The current latents, float32 ``[1, C, T, h, w]`` (a view: copy before keeping it): the
+        window's frames, after any leading slots the state keeps (``reference_slots``, VACE's
+        reference images). A checkpoint; ``window_latents`` gives the frames for the checksums."""
         ...
 
     def decode(self, state: WindowState) -> np.ndarray:
         """Decode the current latents: ``uint8 [num_frames, height, width, 3]`` RGB at the
         request's size (call it after the last step)."""
         ...
+
+
+def window_latents(backend: SteppedVideoBackend, state: WindowState) -> torch.Tensor:
+    """The latents of the window's own frames: ``backend.latents(state)`` without the leading
+    slots a state may keep (``state.reference_slots``; what ``predict`` returns has this shape)."""
+    latents = backend.latents(state)
+    slots = int(getattr(state, "reference_slots", 0))
+    return latents[:, :, slots:] if slots else latents
 
 
 def as_stepped(backend: VideoBackend) -> SteppedVideoBackend:

@@ -608,8 +608,13 @@ class WanVideoBackend:
         references = conditioning.reference_images
         if references:
             extra["reference_images"] = [Image.fromarray(np.ascontiguousarray(image)) for image in references]
-            channels, h, w = self.latent_frame_shape(request.height, request.width)
-            generator = torch.Generator("cpu").manual_seed((request.seed * 7919 + 17) % 2**63)
-            slots = torch.randn((1, channels, len(references), h, w), generator=generator, dtype=torch.float32)
+            slots = self.reference_noise(request, len(references))
             latents = torch.cat([slots.to(latents.device), latents], dim=2)
         return extra, latents
+
+    def reference_noise(self, request: ChunkRequest, count: int) -> torch.Tensor:
+        """The float32 noise ``[1, C, count, h, w]`` of ``count`` reference-image latent slots,
+        drawn from the result seed: every chunk or window of a result starts them the same."""
+        channels, h, w = self.latent_frame_shape(request.height, request.width)
+        generator = torch.Generator("cpu").manual_seed((request.seed * 7919 + 17) % 2**63)
+        return torch.randn((1, channels, count, h, w), generator=generator, dtype=torch.float32)

@@ -17,11 +17,18 @@ loop body, split where co-denoising fuses the overlaps:
 So with nothing fused in between, the stepped loop gives bit-identical frames to ``render_chunk``
 (``tests/models/test_wan_stepped.py`` checks it on the tiny default, text-to-video and with frames).
 
-Supported: ``WanPipeline`` and ``WanVACEPipeline`` (text-to-video, and VACE keyframes, source frames
-and masks). Refused with a ``ValueError``: reference images (VACE prepends one latent slot per
-image, a state the overlap exchange and the latent checkpoints do not cover) and
-``SkyReelsV2DiffusionForcingPipeline`` (diffusion forcing gives every latent frame its own
-timestep, so there is no one step to take in lockstep).
+Supported: ``WanPipeline`` and ``WanVACEPipeline`` (text-to-video, and VACE keyframes, source frames,
+masks and reference images). VACE gives each reference image one latent slot in front of the
+window's frames, denoised with them and dropped before decoding. Every window of a result carries
+its own slots (the same noise, from the result seed), so the driver never sees them:
+- ``predict`` returns the window's frames only, and keeps the slots' part of the prediction;
+- ``step`` puts that part back in front of the fused frames;
+- ``latents`` is the whole state, slots first (``WanWindowState.reference_slots`` of them). A
+  checkpoint therefore carries them, and ``begin_window`` takes such latents back;
+- ``models.stepped.window_latents`` gives the frames alone, for the overlap checksums.
+
+Refused with a ``ValueError``: ``SkyReelsV2DiffusionForcingPipeline`` (diffusion forcing gives
+every latent frame its own timestep, so there is no one step to take in lockstep).
 
 Each window holds a deep copy of the pipeline's scheduler, so windows of one worker never share a
 step counter. With ``FlowMatchEulerDiscreteScheduler`` (Wan 2.1's flow matching, the tiny default's)
@@ -34,6 +41,7 @@ keep a history of predictions: those windows step strictly in order (``ValueErro
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +93,11 @@ class WanWindowState:
     width: int
     #: Multistep schedulers only: the step ``step`` must take next.
     next_step: int = 0
+    #: VACE reference images: latent slots in front of the window's frames in ``latents``.
+    reference_slots: int = 0
+    #: The reference slots' part of the last prediction, and its step (``step`` puts it back).
+    reference_prediction: torch.Tensor | None = None
+    reference_step: int = -1
 
 
 class WanSteppedBackend(WanVideoBackend):
@@ -142,8 +155,14 @@ class WanSteppedBackend(WanVideoBackend):
             # The very arrays ``WanVideoBackend._vace_inputs`` gives the pipeline.
             video = dense_video[None]
             mask = np.repeat(dense_mask[None, ..., None], 3, axis=-1)
+        images = None
+        if conditioning is not None and conditioning.reference_images:
+            from PIL import Image
+
+            # The very images ``WanVideoBackend._vace_inputs`` gives the pipeline.
+            images = [Image.fromarray(np.ascontiguousarray(image)) for image in conditioning.reference_images]
         video, mask, references = pipe.preprocess_conditions(
-            video, mask, None, 1, request.height, request.width, request.num_frames, torch.float32, device
+            video, mask, images, 1, request.height, request.width, request.num_frames, torch.float32, device
         )
         # Unused by the argmax encodings; seeded as render_chunk's call is.
         generator = torch.Generator("cpu").manual_seed(request.seed)
@@ -158,14 +177,20 @@ class WanSteppedBackend(WanVideoBackend):
 
     @torch.inference_mode()
     def begin_window(self, request: ChunkRequest) -> WanWindowState:
-        """Check ``request`` as ``render_chunk`` does and set up the window (see the module docstring)."""
-        self._check(request)
+        """Check ``request`` as ``render_chunk`` does and set up the window (see the module docstring).
+
+        With reference images, ``request.latents`` is either the window's noise (the slots' noise
+        is drawn here, as ``render_chunk`` draws it) or a checkpoint with the slots in front."""
         conditioning: ChunkConditioning | None = request.conditioning
-        if conditioning is not None and conditioning.reference_images:
-            raise ValueError(
-                f"reference images cannot be co-denoised (chunk {request.chunk_index}): VACE gives each one a latent "
-                "slot that the overlap exchange does not carry; use chunkMode parallel or sequential"
-            )
+        slots = len(conditioning.reference_images) if conditioning is not None and self._is_vace else 0
+        latents = request.latents.to(device=self.device, dtype=torch.float32, copy=True)
+        if slots:
+            frames = self.latent_shape(request.num_frames, request.height, request.width)[2]
+            if latents.shape[2] == frames + slots:  # a checkpoint: slots first
+                request = dataclasses.replace(request, latents=request.latents[:, :, slots:])
+            else:
+                latents = torch.cat([self.reference_noise(request, slots).to(latents.device), latents], dim=2)
+        self._check(request)
         device, dtype = self.device, self._transformer_dtype
         embeds = request.prompt
         guided = request.guidance_scale > 1.0
@@ -180,7 +205,7 @@ class WanSteppedBackend(WanVideoBackend):
         negative = embeds.negative_prompt_embeds
         return WanWindowState(
             chunk_index=request.chunk_index,
-            latents=request.latents.to(device=device, dtype=torch.float32, copy=True),
+            latents=latents,
             scheduler=scheduler,
             prompt_embeds=embeds.prompt_embeds.to(device).to(dtype),
             negative_embeds=negative.to(device).to(dtype) if guided and negative is not None else None,
@@ -190,6 +215,7 @@ class WanSteppedBackend(WanVideoBackend):
             num_frames=request.num_frames,
             height=request.height,
             width=request.width,
+            reference_slots=slots,
         )
 
     def num_steps(self, state: WanWindowState) -> int:
@@ -229,7 +255,8 @@ class WanSteppedBackend(WanVideoBackend):
 
     @torch.inference_mode()
     def predict(self, state: WanWindowState, step: int) -> torch.Tensor:
-        """The guided prediction (a flow velocity) at ``step``: float32, a new tensor on the model's device."""
+        """The guided prediction (a flow velocity) at ``step`` of the window's frames: float32, a new
+        tensor on the model's device (the reference slots' part stays in ``state``)."""
         t = state.scheduler.timesteps[step]
         model, guidance = self._model_and_guidance(state, t)
         latents = state.latents.to(self._transformer_dtype)
@@ -237,17 +264,31 @@ class WanSteppedBackend(WanVideoBackend):
         if state.negative_embeds is not None:
             uncond = self._forward(model, state, latents, t, step, state.negative_embeds)
             prediction = uncond + guidance * (prediction - uncond)
-        return prediction.to(torch.float32, copy=True)
+        prediction = prediction.to(torch.float32, copy=True)
+        slots = state.reference_slots
+        if not slots:
+            return prediction
+        state.reference_prediction, state.reference_step = prediction[:, :, :slots].clone(), step
+        return prediction[:, :, slots:].clone()
 
     @torch.inference_mode()
     def step(self, state: WanWindowState, step: int, prediction: torch.Tensor) -> None:
         """The scheduler step ``step`` with ``prediction`` (cast to the transformer's dtype, as the
-        pipeline's own prediction is), replacing the window's latents."""
-        if tuple(prediction.shape) != tuple(state.latents.shape):
+        pipeline's own prediction is), replacing the window's latents. ``prediction`` covers the
+        window's frames; the reference slots take their part of ``predict``'s of the same step."""
+        slots = state.reference_slots
+        expected = (*state.latents.shape[:2], state.latents.shape[2] - slots, *state.latents.shape[3:])
+        if tuple(prediction.shape) != tuple(expected):
             raise ValueError(
-                f"prediction of chunk {state.chunk_index} has shape {tuple(prediction.shape)}, "
-                f"expected {tuple(state.latents.shape)}"
+                f"prediction of chunk {state.chunk_index} has shape {tuple(prediction.shape)}, expected {tuple(expected)}"
             )
+        if slots:
+            if state.reference_prediction is None or state.reference_step != step:
+                raise ValueError(f"chunk {state.chunk_index} must predict step {step} before taking it")
+            prediction = torch.cat(
+                [state.reference_prediction, prediction.to(state.reference_prediction.device)], dim=2
+            )
+            state.reference_prediction = None
         scheduler = state.scheduler
         if self.resumable:
             # Euler reads nothing but its index: setting it makes the step a function of ``step``.
@@ -262,14 +303,17 @@ class WanSteppedBackend(WanVideoBackend):
         state.next_step = step + 1
 
     def latents(self, state: WanWindowState) -> torch.Tensor:
-        """The current latents as float32 (the tensor itself when it is float32 already)."""
+        """The current latents as float32, reference slots first (the tensor itself when it is
+        float32 already): a checkpoint ``begin_window`` takes back."""
         return state.latents if state.latents.dtype == torch.float32 else state.latents.float()
 
     @torch.inference_mode()
     def decode(self, state: WanWindowState) -> np.ndarray:
         """The pipeline's VAE decode: ``uint8 [num_frames, height, width, 3]``."""
         vae = self.pipeline.vae
-        latents = state.latents.to(device=next(vae.parameters()).device, dtype=vae.dtype)
+        # VACE drops the reference slots before decoding.
+        latents = state.latents[:, :, state.reference_slots :]
+        latents = latents.to(device=next(vae.parameters()).device, dtype=vae.dtype)
         z_dim = vae.config.z_dim
         mean = torch.tensor(vae.config.latents_mean).view(1, z_dim, 1, 1, 1).to(latents.device, latents.dtype)
         std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z_dim, 1, 1, 1).to(latents.device, latents.dtype)

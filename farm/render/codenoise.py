@@ -772,13 +772,16 @@ def _reference_step(
 ) -> None:
     """One lockstep step of the single-process reference: predict all, fuse, step all, check."""
     from farm.workers.actors import shared_checksums, shared_slices, write_fused
+    from models.stepped import window_latents
 
     predictions = [stepped.predict(state, step) for state in states]
     fused = fusion.fuse({i: shared_slices(p, indexes[i]) for i, p in enumerate(predictions) if len(indexes[i])})
     for i, (state, prediction) in enumerate(zip(states, predictions)):
         write_fused(prediction, indexes[i], fused.get(i))
         stepped.step(state, step, prediction)
-    digests = {i: shared_checksums(stepped.latents(s), w.shared) for i, (s, w) in enumerate(zip(states, works))}
+    digests = {
+        i: shared_checksums(window_latents(stepped, s), w.shared) for i, (s, w) in enumerate(zip(states, works))
+    }
     fusion.check_checksums(f"after step {step}", digests)
 
 

@@ -528,17 +528,6 @@ class SchedulerCore:
                 ],
                 task_uuid=spec.task_uuid,
             )
-        if task.codenoise and spec.inputs.reference_images:
-            # VACE gives each reference image a latent slot the overlap exchange does not carry.
-            raise TaskValidationError(
-                [
-                    Violation(
-                        field="inputs.referenceImages",
-                        message="cannot be combined with settings.chunkMode codenoise; use parallel or sequential",
-                    )
-                ],
-                task_uuid=spec.task_uuid,
-            )
         if task.safety_mode != "none" and profile.safety_factory is None:
             raise TaskValidationError(
                 [

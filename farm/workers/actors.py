@@ -341,7 +341,9 @@ class VideoWorker:
 
     @staticmethod
     def _checksums(backend: Any, window: _Window) -> tuple[str, ...]:
-        return shared_checksums(backend.latents(window.state), window.work.shared)
+        from models.stepped import window_latents
+
+        return shared_checksums(window_latents(backend, window.state), window.work.shared)
 
     def _predict_windows(self, keys: list[WindowKey], step: int) -> dict[WindowKey, np.ndarray]:
         backend = self._stepped_backend()

@@ -10,7 +10,7 @@ import torch
 from diffusers import UniPCMultistepScheduler, WanPipeline
 
 from models.base import ChunkConditioning
-from models.stepped import SteppedVideoBackend, as_stepped
+from models.stepped import SteppedVideoBackend, as_stepped, window_latents
 from models.tiny import tiny_wan_components
 from models.toy_gp import ToyGPBackend
 from models.wan import WanVideoBackend
@@ -42,7 +42,25 @@ def keyframe_and_mask() -> ChunkConditioning:
     return ChunkConditioning(frames={0: frame, 8: frame}, masks={8: mask})
 
 
-@pytest.mark.parametrize("conditioning", [None, keyframe_and_mask()], ids=["text", "keyframes+mask"])
+def references(*shades: int) -> tuple[np.ndarray, ...]:
+    """Reference images (VACE gives each a latent slot in front of the window's frames)."""
+    images = []
+    for shade in shades:
+        image = np.zeros((HEIGHT // 2, WIDTH // 2, 3), dtype=np.uint8)
+        image[:, : WIDTH // 4] = (shade, 200 - shade // 2, 60)
+        images.append(image)
+    return tuple(images)
+
+
+def with_references() -> ChunkConditioning:
+    return dataclasses.replace(keyframe_and_mask(), reference_images=references(40, 180))
+
+
+@pytest.mark.parametrize(
+    "conditioning",
+    [None, keyframe_and_mask(), ChunkConditioning(reference_images=references(90)), with_references()],
+    ids=["text", "keyframes+mask", "reference", "keyframes+mask+references"],
+)
 def test_the_stepped_loop_renders_what_render_chunk_renders(video_backend, stepped, embeds, conditioning):
     request = make_request(embeds, make_latents(video_backend, 3), conditioning=conditioning)
     expected = video_backend.render_chunk(request)
@@ -51,9 +69,11 @@ def test_the_stepped_loop_renders_what_render_chunk_renders(video_backend, stepp
     np.testing.assert_array_equal(frames, expected)
 
 
-def test_a_window_restarts_from_its_latents_bit_identically(video_backend, stepped, embeds):
+@pytest.mark.parametrize("conditioning", [None, with_references()], ids=["text", "references"])
+def test_a_window_restarts_from_its_latents_bit_identically(video_backend, stepped, embeds, conditioning):
+    """A checkpoint is ``latents(state)``: with reference images, their slots come first in it."""
     assert stepped.resumable
-    request = make_request(embeds, make_latents(video_backend, 4))
+    request = make_request(embeds, make_latents(video_backend, 4), conditioning=conditioning)
     expected, saved = stepped_render(stepped, request, stop_after=2)
     state = stepped.begin_window(dataclasses.replace(request, latents=saved))
     for i in range(2, stepped.num_steps(state)):
@@ -94,13 +114,27 @@ def test_text_to_video_wan_pipeline_and_a_multistep_scheduler(embeds):
         stepped.step(c, 2, stepped.predict(c, 2))
 
 
-def test_reference_images_and_other_pipelines_are_refused_clearly(video_backend, stepped, embeds):
-    image = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
-    request = make_request(
-        embeds, make_latents(video_backend, 7), conditioning=ChunkConditioning(reference_images=(image,))
-    )
-    with pytest.raises(ValueError, match="reference images cannot be co-denoised"):
-        stepped.begin_window(request)
+def test_reference_slots_stay_out_of_the_driver_s_sight(video_backend, stepped, embeds):
+    """The driver sees the window's frames only: predictions and ``window_latents`` have their
+    shape, while ``latents`` (a checkpoint) keeps the slots first; a step needs its prediction."""
+    request = make_request(embeds, make_latents(video_backend, 7), conditioning=with_references())
+    state = stepped.begin_window(request)
+    frames = tuple(request.latents.shape)
+    assert state.reference_slots == 2
+    assert tuple(stepped.latents(state).shape) == (*frames[:2], frames[2] + 2, *frames[3:])
+    assert tuple(window_latents(stepped, state).shape) == frames
+    prediction = stepped.predict(state, 0)
+    assert tuple(prediction.shape) == frames and prediction.dtype == torch.float32
+    with pytest.raises(ValueError, match="must predict step 1 before taking it"):
+        stepped.step(state, 1, prediction)
+    with pytest.raises(ValueError, match="has shape"):
+        stepped.step(state, 0, stepped.latents(state))
+    stepped.step(state, 0, prediction)
+    with pytest.raises(ValueError, match="must predict step 1 before taking it"):
+        stepped.step(state, 1, prediction)
+
+
+def test_other_pipelines_are_refused_clearly():
     with pytest.raises(ValueError, match="object cannot be denoised step by step"):
         WanSteppedBackend(object())  # type: ignore[arg-type]  # a deliberately wrong call
     with pytest.raises(ValueError, match="str cannot be denoised step by step"):
@@ -115,20 +149,23 @@ def test_as_stepped_shares_the_pipeline(video_backend):
     assert as_stepped(toy) is toy
 
 
-def test_the_tiny_default_co_denoises_on_two_workers_like_the_reference(ray_cluster, video_backend, embeds):
-    """The embedded tiny VACE default (classifier-free guidance on) through real actors."""
+@pytest.mark.parametrize("with_refs", [False, True], ids=["text", "references"])
+def test_the_tiny_default_co_denoises_on_two_workers_like_the_reference(ray_cluster, video_backend, embeds, with_refs):
+    """The embedded tiny VACE default (classifier-free guidance on) through real actors; with
+    reference images, every window carries their slots and the frames still match."""
     from farm.domain.constants import DEFAULT_MODEL
     from farm.render.codenoise import LockstepDriver, codenoise_reference, plan_windows
-    from farm.workers.actors import VideoWorker
-    from farm.workers.messages import CodenoiseWork
+    from farm.workers.actors import VideoWorker, frames_from_wire
+    from farm.workers.messages import ClipConditioning, CodenoiseWork
     from models.profiles import get_profile
 
     profile = get_profile(DEFAULT_MODEL)
     plan = plan_windows(41, window_frames=profile.window_frames, overlap_frames=profile.overlap_frames)
     assert len(plan.chunks) == 3
     settings = dict(seed=11, width=WIDTH, height=HEIGHT, num_inference_steps=profile.num_inference_steps)
+    conditioning = ClipConditioning(reference_images=references(40, 180)) if with_refs else None
     reference = codenoise_reference(
-        video_backend, plan, prompt=embeds, guidance_scale=profile.guidance_scale, **settings
+        video_backend, plan, prompt=embeds, guidance_scale=profile.guidance_scale, conditioning=conditioning, **settings
     )
     workers = [ray_cluster.remote(VideoWorker).options(num_cpus=0).remote(profile) for _ in range(2)]
     try:
@@ -140,7 +177,7 @@ def test_the_tiny_default_co_denoises_on_two_workers_like_the_reference(ray_clus
             guidance_scale=profile.guidance_scale,
             **settings,
         )
-        result = LockstepDriver(workers, work, embeds).run()
+        result = LockstepDriver(workers, work, embeds, conditioning=conditioning).run()
         frames = ray_cluster.get(list(result.frames))
     finally:
         for worker in workers:
@@ -148,3 +185,8 @@ def test_the_tiny_default_co_denoises_on_two_workers_like_the_reference(ray_clus
     assert result.stats.overlap_checks > 0
     for got, want in zip(frames, reference):
         np.testing.assert_array_equal(got, want)
+    if with_refs:  # the references change the pictures (they are not dropped on the way)
+        plain = codenoise_reference(
+            video_backend, plan, prompt=embeds, guidance_scale=profile.guidance_scale, **settings
+        )
+        assert any(not np.array_equal(frames_from_wire(a), frames_from_wire(b)) for a, b in zip(plain, reference))
