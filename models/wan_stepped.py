@@ -15,7 +15,8 @@ loop body, split where co-denoising fuses the overlaps:
 - ``decode``: the pipeline's VAE decode and post-processing.
 
 So with nothing fused in between, the stepped loop gives bit-identical frames to ``render_chunk``
-(``tests/models/test_wan_stepped.py`` checks it on the tiny default, text-to-video and with frames).
+(``tests/models/test_wan_stepped.py`` checks it on the tiny default: text-to-video, with frames and
+masks, and with reference images).
 
 Supported: ``WanPipeline`` and ``WanVACEPipeline`` (text-to-video, and VACE keyframes, source frames,
 masks and reference images). VACE gives each reference image one latent slot in front of the
