@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/codenoise.py [--seconds 15] [--seed 7] [--repeats 3] [--out DIR]
                                              [--overhead-seconds 5] [--skip-overhead] [--skip-scaling]
+                                             [--references 0]
 
 1. **Seams** (toy GP model, ``farm:toy-gp@1``, 480p = 224x128 native, same seed): every clip goes
    through the farm's MP4 encoder (quality 95) and ``farm.io.seams`` reads the file.
@@ -19,6 +20,7 @@
 2. **Lockstep overhead** (the embedded tiny Wan 2.1 VACE default, 112x64 native, guidance on): the
    same balanced windows on 2 workers, co-denoised vs rendered independently with ``chunk`` in the
    same contiguous blocks (``parallel``); best wall time of ``--repeats`` interleaved runs each.
+   ``--references N`` gives both contenders N reference images (N VACE latent slots per window).
    Target <= 5%.
 3. **Scaling** (toy, the seams clip): the lockstep on 1, 2 and 4 workers; efficiency against the
    ideal of ``benchmarks/scaling.py``, ``K / ceil(K / W)`` for K windows on W workers.
@@ -231,7 +233,9 @@ def stats_line(label: str, stats: LockstepStats) -> None:
 # -- 2. lockstep overhead -----------------------------------------------------------------------
 
 
-def render_parallel(workers: list, plan: CodenoisePlan, profile, seed: int, embeds) -> tuple[float, float]:
+def render_parallel(
+    workers: list, plan: CodenoisePlan, profile, seed: int, embeds, conditioning=None
+) -> tuple[float, float]:
     """The same windows rendered independently (``chunk``) in the lockstep's contiguous blocks:
     wall seconds and the workers' model seconds."""
     started = time.perf_counter()
@@ -248,10 +252,22 @@ def render_parallel(workers: list, plan: CodenoisePlan, profile, seed: int, embe
                 num_inference_steps=profile.num_inference_steps,
                 guidance_scale=profile.guidance_scale,
             )
-            meta, _ = actor.chunk.options(num_returns=2).remote(work, embeds)
+            meta, _ = actor.chunk.options(num_returns=2).remote(work, embeds, conditioning)
             metas.append(meta)
     done = ray.get(metas)
     return time.perf_counter() - started, sum(meta.seconds for meta in done)
+
+
+def reference_conditioning(count: int):
+    """Clip conditioning of ``count`` reference images (each a VACE latent slot in every window), or None."""
+    if count < 1:
+        return None
+    from farm.workers.messages import ClipConditioning
+
+    rng = np.random.default_rng(count)
+    height, width = TINY_SIZE[1], TINY_SIZE[0]
+    images = tuple(rng.integers(0, 256, (height // 2, width // 2, 3), dtype=np.uint8) for _ in range(count))
+    return ClipConditioning(reference_images=images)
 
 
 def overhead_table(args) -> None:
@@ -262,21 +278,23 @@ def overhead_table(args) -> None:
         num_frames = round(args.overhead_seconds * FPS)
         plan = plan_windows(num_frames, window_frames=profile.window_frames, overlap_frames=profile.overlap_frames)
         work = codenoise_work(plan, profile, args.seed, TINY_SIZE)
+        conditioning = reference_conditioning(args.references)
         print(
             f"\n== 2. lockstep overhead: tiny Wan 2.1 VACE default, {args.overhead_seconds:g} s = {num_frames} frames "
             f"at {TINY_SIZE[0]}x{TINY_SIZE[1]}, {len(plan.chunks)} windows on 2 workers, "
-            f"{profile.num_inference_steps} steps, guidance {profile.guidance_scale:g}"
+            f"{profile.num_inference_steps} steps, guidance {profile.guidance_scale:g}, "
+            f"{args.references} reference image(s)"
         )
-        LockstepDriver(workers, work, embeds).run()  # warm-up: both paths
-        render_parallel(workers, plan, profile, args.seed, embeds)
+        LockstepDriver(workers, work, embeds, conditioning=conditioning).run()  # warm-up: both paths
+        render_parallel(workers, plan, profile, args.seed, embeds, conditioning)
         best = {"parallel": math.inf, "codenoise": math.inf}
         model = {"parallel": math.inf, "codenoise": math.inf}
         best_stats = None
         for _ in range(args.repeats):
-            wall, seconds = render_parallel(workers, plan, profile, args.seed, embeds)
+            wall, seconds = render_parallel(workers, plan, profile, args.seed, embeds, conditioning)
             best["parallel"], model["parallel"] = min(best["parallel"], wall), min(model["parallel"], seconds)
             started = time.perf_counter()
-            result = LockstepDriver(workers, work, embeds).run()
+            result = LockstepDriver(workers, work, embeds, conditioning=conditioning).run()
             ray.get(list(result.frames))
             wall = time.perf_counter() - started
             model["codenoise"] = min(model["codenoise"], sum(meta.seconds for meta in result.metas))
@@ -342,6 +360,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overhead-seconds", type=float, default=5.0, help="clip length of the overhead test")
     parser.add_argument("--out", type=Path, default=None, help="where the MP4s go (default: a temporary folder)")
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument(
+        "--references", type=int, default=0, help="reference images in the overhead test (both contenders)"
+    )
     parser.add_argument("--skip-scaling", action="store_true")
     args = parser.parse_args(argv)
 

@@ -779,9 +779,7 @@ def _reference_step(
     for i, (state, prediction) in enumerate(zip(states, predictions)):
         write_fused(prediction, indexes[i], fused.get(i))
         stepped.step(state, step, prediction)
-    digests = {
-        i: shared_checksums(window_latents(stepped, s), w.shared) for i, (s, w) in enumerate(zip(states, works))
-    }
+    digests = {i: shared_checksums(window_latents(stepped, s), w.shared) for i, (s, w) in enumerate(zip(states, works))}
     fusion.check_checksums(f"after step {step}", digests)
 
 
